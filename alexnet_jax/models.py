@@ -1,0 +1,260 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, 2012) as a Flax Linen module.
+
+The paper trains two "towers", one per GPU. Every layer that belongs to a tower stores its
+parameters stacked on a leading tower axis (``kernel[t]`` is tower ``t``'s kernel), so that the
+model-parallel layout can place tower ``t`` on model-shard ``t`` by sharding that axis. On one device
+each tower runs as a plain convolution: XLA:CPU's grouped convolutions (``feature_group_count=2``) are
+about 3x slower than two plain ones.
+
+Activations between layers are tuples with one array per local tower. The towers exchange data only
+where the paper's GPUs did: at conv3's input, at the fully connected layers (and, with the
+Caffe-compatible ``lrn_scope='across_towers'``, at the two LRN layers). Those points go through
+``_all_towers`` / ``_sum_over_towers``, which are plain concatenations and sums on one device and
+collectives over ``tower_axis`` when the module runs inside ``jax.shard_map`` with one tower per
+device.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Towers = tuple[Array, ...]
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {'relu': nn.relu, 'tanh': jnp.tanh}
+POOLINGS = {'overlapping': (3, 2), 'non_overlapping': (2, 2)}  # (window, stride)
+LRN_SCOPES = ('per_tower', 'across_towers')
+INITS = ('paper', 'he')
+
+
+def local_response_norm(x: Array, *, k: float = 2.0, n: int = 5, alpha: float = 1e-4,
+                        beta: float = 0.75) -> Array:
+  """Paper §3.3 LRN over the last axis: x / (k + alpha * sum_{|j-i|<=n/2} x_j^2)^beta.
+
+  alpha is *not* divided by n (TensorFlow's convention; PyTorch and Caffe divide it).
+  """
+  half = n // 2
+  channels = x.shape[-1]
+  padded = jnp.pad(jnp.square(x), ((0, 0),) * (x.ndim - 1) + ((half, half),))
+  # A sum of n shifted slices fuses into one elementwise loop (a windowed reduce does not).
+  squares_sum = sum(padded[..., i:i + channels] for i in range(1, n))
+  squares_sum = squares_sum + padded[..., :channels]
+  return x * lax.pow(k + alpha * squares_sum, jnp.array(-beta, x.dtype))
+
+
+def max_pool(x: Array, window: int, stride: int) -> Array:
+  return nn.max_pool(x, (window, window), strides=(stride, stride), padding='VALID')
+
+
+def _tower_weight_init(init: str, bias: float) -> tuple[Callable, Callable]:
+  """(kernel_init, bias_init) for stacked tower parameters (tower axis first)."""
+  if init == 'paper':  # §5: N(0, 0.01) weights; biases 1 or 0 depending on the layer.
+    return nn.initializers.normal(0.01), nn.initializers.constant(bias)
+  if init == 'he':  # Robust choice: fan-in scaled per tower kernel, zero biases.
+    return (nn.initializers.variance_scaling(2.0, 'fan_in', 'normal', in_axis=-2, out_axis=-1,
+                                             batch_axis=(0,)),
+            nn.initializers.zeros)
+  raise ValueError(f'unknown init {init!r}; expected one of {INITS}')
+
+
+class TowerConv(nn.Module):
+  """One convolution per tower; parameters stacked on a leading tower axis."""
+  towers: int
+  features_per_tower: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  init_scheme: str = 'paper'
+  bias_init_value: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Towers) -> Towers:
+    kernel_init, bias_init = _tower_weight_init(self.init_scheme, self.bias_init_value)
+    in_features = inputs[0].shape[-1]
+    kernel = self.param('kernel', kernel_init, (self.towers, self.kernel_size, self.kernel_size,
+                                                 in_features, self.features_per_tower))
+    bias = self.param('bias', bias_init, (self.towers, self.features_per_tower))
+    # Inside shard_map the stored leading axis is the local slice (one tower per device).
+    local_towers = kernel.shape[0]
+    if len(inputs) != local_towers:
+      inputs = inputs * local_towers  # Shared input (the image, or conv3's gathered input).
+    pad = ((self.padding, self.padding),) * 2
+    outputs = []
+    for t in range(local_towers):
+      y = lax.conv_general_dilated(
+          inputs[t].astype(self.dtype), kernel[t].astype(self.dtype),
+          window_strides=(self.stride, self.stride), padding=pad,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      outputs.append(y + bias[t].astype(self.dtype))
+    return tuple(outputs)
+
+
+class TowerDense(nn.Module):
+  """One dense layer per tower; parameters stacked on a leading tower axis."""
+  towers: int
+  features_per_tower: int
+  init_scheme: str = 'paper'
+  bias_init_value: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Towers) -> Towers:
+    kernel_init, bias_init = _tower_weight_init(self.init_scheme, self.bias_init_value)
+    kernel = self.param('kernel', kernel_init,
+                        (self.towers, inputs[0].shape[-1], self.features_per_tower))
+    bias = self.param('bias', bias_init, (self.towers, self.features_per_tower))
+    local_towers = kernel.shape[0]
+    if len(inputs) != local_towers:
+      inputs = inputs * local_towers
+    return tuple(inputs[t].astype(self.dtype) @ kernel[t].astype(self.dtype)
+                 + bias[t].astype(self.dtype) for t in range(local_towers))
+
+
+class TowerSumDense(nn.Module):
+  """A dense layer over the concatenated towers, computed as a sum of per-tower products.
+
+  Tower t multiplies its own slice of the input by its block of rows of the weight matrix; the
+  partial results are summed (a ``psum`` over ``tower_axis`` under shard_map).
+  """
+  towers: int
+  features: int
+  init_scheme: str = 'paper'
+  dtype: Any = jnp.float32
+  tower_axis: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs: Towers) -> Array:
+    kernel_init, bias_init = _tower_weight_init(self.init_scheme, 0.0)
+    kernel = self.param('kernel', kernel_init, (self.towers, inputs[0].shape[-1], self.features))
+    bias = self.param('bias', lambda key, shape: bias_init(key, (1,) + shape)[0], (self.features,))
+    partial = [x.astype(self.dtype) @ kernel[t].astype(self.dtype) for t, x in enumerate(inputs)]
+    total = sum(partial[1:], partial[0])
+    if self.tower_axis is not None:
+      total = lax.psum(total, self.tower_axis)
+    return total + bias.astype(self.dtype)
+
+
+class AlexNet(nn.Module):
+  """The paper's network. Widths are totals over the towers; each tower gets 1/towers of them.
+
+  ``towers=1`` with halved conv widths (48, 128, 192, 192, 256) is the paper's one-GPU comparison
+  net (§6.1 keeps conv5 and the FC layers at full width); ``towers=1`` with (64, 192, 384, 256, 256)
+  is torchvision's variant.
+  """
+  num_classes: int = 1000
+  conv_features: Sequence[int] = (96, 256, 384, 384, 256)
+  fc_features: Sequence[int] = (4096, 4096)
+  towers: int = 2
+  activation: str = 'relu'
+  lrn: bool = True
+  lrn_scope: str = 'per_tower'
+  lrn_k: float = 2.0
+  lrn_n: int = 5
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+  pooling: str = 'overlapping'
+  dropout_rate: float = 0.5
+  init_scheme: str = 'paper'
+  dtype: Any = jnp.float32
+  # Name of the mesh axis the towers are spread over when running inside jax.shard_map.
+  tower_axis: str | None = None
+
+  def _all_towers(self, xs: Towers) -> Array:
+    """Every tower's channels, concatenated in tower order (cross-tower communication)."""
+    local = jnp.concatenate(xs, axis=-1) if len(xs) > 1 else xs[0]
+    if self.tower_axis is None:
+      return local
+    return lax.all_gather(local, self.tower_axis, axis=local.ndim - 1, tiled=True)
+
+  def _tower_index(self, local_index: int, local_towers: int) -> Array | int:
+    if self.tower_axis is None:
+      return local_index
+    return lax.axis_index(self.tower_axis) * local_towers + local_index
+
+  def _lrn(self, xs: Towers) -> Towers:
+    if not self.lrn:
+      return xs
+    norm = lambda x: local_response_norm(x, k=self.lrn_k, n=self.lrn_n, alpha=self.lrn_alpha,
+                                         beta=self.lrn_beta)
+    if self.lrn_scope == 'per_tower':  # cuda-convnet2: the window never crosses the split.
+      return tuple(norm(x) for x in xs)
+    # Caffe: the window runs over all channels of both towers.
+    width = xs[0].shape[-1]
+    normed = norm(self._all_towers(xs))
+    first = self._tower_index(0, len(xs)) * width
+    return tuple(lax.dynamic_slice_in_dim(normed, first + t * width, width, axis=-1)
+                 for t in range(len(xs)))
+
+  def _dropout(self, xs: Towers, train: bool) -> Towers:
+    if not train or self.dropout_rate == 0.0:
+      return xs
+    keep = 1.0 - self.dropout_rate
+    key = self.make_rng('dropout')
+    out = []
+    for t, x in enumerate(xs):
+      # One mask per global tower index, so the masks do not depend on how towers are placed.
+      tower_key = jax.random.fold_in(key, self._tower_index(t, len(xs)))
+      mask = jax.random.bernoulli(tower_key, keep, x.shape)
+      out.append(jnp.where(mask, x / keep, jnp.zeros_like(x)))
+    return tuple(out)
+
+  @nn.compact
+  def __call__(self, images_BHWC: Array, *, train: bool = False) -> Array:
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'unknown activation {self.activation!r}; expected one of {list(ACTIVATIONS)}')
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'unknown pooling {self.pooling!r}; expected one of {list(POOLINGS)}')
+    if self.lrn_scope not in LRN_SCOPES:
+      raise ValueError(f'unknown lrn_scope {self.lrn_scope!r}; expected one of {LRN_SCOPES}')
+    act = ACTIVATIONS[self.activation]
+    window, stride = POOLINGS[self.pooling]
+    T = self.towers
+    c1, c2, c3, c4, c5 = (c // T for c in self.conv_features)
+    f6, f7 = (f // T for f in self.fc_features)
+    conv = lambda name, f, k, s, p, b: TowerConv(T, f, k, s, p, self.init_scheme, b, self.dtype, name=name)
+    dense = lambda name, f, b: TowerDense(T, f, self.init_scheme, b, self.dtype, name=name)
+    acts = lambda xs: tuple(act(x) for x in xs)
+    pool = lambda xs: tuple(max_pool(x, window, stride) for x in xs)
+
+    x = (images_BHWC.astype(self.dtype),)
+    x = pool(self._lrn(acts(conv('conv1', c1, 11, 4, 0, 0.0)(x))))
+    x = pool(self._lrn(acts(conv('conv2', c2, 5, 1, 2, 1.0)(x))))
+    x = (self._all_towers(x),)  # conv3 sees both towers.
+    x = acts(conv('conv3', c3, 3, 1, 1, 0.0)(x))
+    x = acts(conv('conv4', c4, 3, 1, 1, 1.0)(x))
+    x = pool(acts(conv('conv5', c5, 3, 1, 1, 1.0)(x)))
+    x = self._all_towers(x)  # fc6 sees both towers.
+    x = (x.reshape(x.shape[0], -1),)
+    x = self._dropout(acts(dense('fc6', f6, 1.0)(x)), train)
+    x = (self._all_towers(x),)  # fc7 sees both towers.
+    x = self._dropout(acts(dense('fc7', f7, 1.0)(x)), train)
+    # fc8 also sees both towers: each tower multiplies its half of fc7 by its rows of the fc8
+    # matrix and the partial logits are summed, which is the full product.
+    logits = TowerSumDense(T, self.num_classes, self.init_scheme, self.dtype, self.tower_axis,
+                           name='fc8')(x)
+    return logits.astype(jnp.float32)
+
+
+def create_model(model_config: Any, num_classes: int | None = None) -> nn.Module:
+  """Builds the module named by ``config.model.name`` from its config block."""
+  name = model_config.get('name', 'alexnet')
+  if name == 'alexnet':
+    return AlexNet(
+        num_classes=num_classes or model_config.num_classes,
+        conv_features=tuple(model_config.conv_features),
+        fc_features=tuple(model_config.fc_features),
+        towers=model_config.towers,
+        activation=model_config.activation,
+        lrn=model_config.lrn,
+        lrn_scope=model_config.lrn_scope,
+        pooling=model_config.pooling,
+        dropout_rate=model_config.dropout_rate,
+        init_scheme=model_config.init,
+        dtype=jnp.dtype(model_config.get('dtype', 'float32')),
+    )
+  raise ValueError(f'unknown model name {name!r}')
