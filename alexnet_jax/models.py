@@ -27,16 +27,22 @@ Towers = tuple[Array, ...]
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {'relu': nn.relu, 'tanh': jnp.tanh}
 POOLINGS = {'overlapping': (3, 2), 'non_overlapping': (2, 2)}  # (window, stride)
+# 'after': on the outputs of fc6 and fc7 (the paper's cuda-convnet2, Caffe);
+# 'before': on the inputs of fc6 and fc7 (torchvision).
+DROPOUT_PLACEMENTS = ('after', 'before')
 LRN_SCOPES = ('per_tower', 'across_towers')
 INITS = ('paper', 'he')
 
 
 def local_response_norm(x: Array, *, k: float = 2.0, n: int = 5, alpha: float = 1e-4,
-                        beta: float = 0.75) -> Array:
+                        beta: float = 0.75, alpha_divided_by_n: bool = False) -> Array:
   """Paper §3.3 LRN over the last axis: x / (k + alpha * sum_{|j-i|<=n/2} x_j^2)^beta.
 
-  alpha is *not* divided by n (TensorFlow's convention; PyTorch and Caffe divide it).
+  The paper (and TensorFlow) does not divide alpha by n; PyTorch and Caffe do
+  (`alpha_divided_by_n=True`).
   """
+  if alpha_divided_by_n:
+    alpha = alpha / n
   half = n // 2
   channels = x.shape[-1]
   padded = jnp.pad(jnp.square(x), ((0, 0),) * (x.ndim - 1) + ((half, half),))
@@ -157,8 +163,11 @@ class AlexNet(nn.Module):
   lrn_n: int = 5
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
+  lrn_alpha_divided_by_n: bool = False
+  conv1_padding: int = 0  # torchvision's variant pads conv1 by 2 (and takes 224x224 inputs).
   pooling: str = 'overlapping'
   dropout_rate: float = 0.5
+  dropout_placement: str = 'after'
   init_scheme: str = 'paper'
   dtype: Any = jnp.float32
   # Name of the mesh axis the towers are spread over when running inside jax.shard_map.
@@ -180,7 +189,8 @@ class AlexNet(nn.Module):
     if not self.lrn:
       return xs
     norm = lambda x: local_response_norm(x, k=self.lrn_k, n=self.lrn_n, alpha=self.lrn_alpha,
-                                         beta=self.lrn_beta)
+                                         beta=self.lrn_beta,
+                                         alpha_divided_by_n=self.lrn_alpha_divided_by_n)
     if self.lrn_scope == 'per_tower':  # cuda-convnet2: the window never crosses the split.
       return tuple(norm(x) for x in xs)
     # Caffe: the window runs over all channels of both towers.
@@ -209,6 +219,9 @@ class AlexNet(nn.Module):
       raise ValueError(f'unknown activation {self.activation!r}; expected one of {list(ACTIVATIONS)}')
     if self.pooling not in POOLINGS:
       raise ValueError(f'unknown pooling {self.pooling!r}; expected one of {list(POOLINGS)}')
+    if self.dropout_placement not in DROPOUT_PLACEMENTS:
+      raise ValueError(f'unknown dropout_placement {self.dropout_placement!r}; '
+                       f'expected one of {DROPOUT_PLACEMENTS}')
     if self.lrn_scope not in LRN_SCOPES:
       raise ValueError(f'unknown lrn_scope {self.lrn_scope!r}; expected one of {LRN_SCOPES}')
     act = ACTIVATIONS[self.activation]
@@ -216,23 +229,27 @@ class AlexNet(nn.Module):
     T = self.towers
     c1, c2, c3, c4, c5 = (c // T for c in self.conv_features)
     f6, f7 = (f // T for f in self.fc_features)
-    conv = lambda name, f, k, s, p, b: TowerConv(T, f, k, s, p, self.init_scheme, b, self.dtype, name=name)
+    conv = lambda name, f, k, s, p, b: TowerConv(T, f, k, s, p, self.init_scheme, b, self.dtype,
+                                                 name=name)
     dense = lambda name, f, b: TowerDense(T, f, self.init_scheme, b, self.dtype, name=name)
     acts = lambda xs: tuple(act(x) for x in xs)
     pool = lambda xs: tuple(max_pool(x, window, stride) for x in xs)
 
+    before = lambda xs: self._dropout(xs, train) if self.dropout_placement == 'before' else xs
+    after = lambda xs: self._dropout(xs, train) if self.dropout_placement == 'after' else xs
+
     x = (images_BHWC.astype(self.dtype),)
-    x = pool(self._lrn(acts(conv('conv1', c1, 11, 4, 0, 0.0)(x))))
+    x = pool(self._lrn(acts(conv('conv1', c1, 11, 4, self.conv1_padding, 0.0)(x))))
     x = pool(self._lrn(acts(conv('conv2', c2, 5, 1, 2, 1.0)(x))))
     x = (self._all_towers(x),)  # conv3 sees both towers.
     x = acts(conv('conv3', c3, 3, 1, 1, 0.0)(x))
     x = acts(conv('conv4', c4, 3, 1, 1, 1.0)(x))
     x = pool(acts(conv('conv5', c5, 3, 1, 1, 1.0)(x)))
     x = self._all_towers(x)  # fc6 sees both towers.
-    x = (x.reshape(x.shape[0], -1),)
-    x = self._dropout(acts(dense('fc6', f6, 1.0)(x)), train)
-    x = (self._all_towers(x),)  # fc7 sees both towers.
-    x = self._dropout(acts(dense('fc7', f7, 1.0)(x)), train)
+    x = before((x.reshape(x.shape[0], -1),))
+    x = after(acts(dense('fc6', f6, 1.0)(x)))
+    x = before((self._all_towers(x),))  # fc7 sees both towers.
+    x = after(acts(dense('fc7', f7, 1.0)(x)))
     # fc8 also sees both towers: each tower multiplies its half of fc7 by its rows of the fc8
     # matrix and the partial logits are summed, which is the full product.
     logits = TowerSumDense(T, self.num_classes, self.init_scheme, self.dtype, self.tower_axis,
@@ -254,6 +271,13 @@ def create_model(model_config: Any, num_classes: int | None = None) -> nn.Module
         lrn_scope=model_config.lrn_scope,
         pooling=model_config.pooling,
         dropout_rate=model_config.dropout_rate,
+        dropout_placement=model_config.get('dropout_placement', 'after'),
+        conv1_padding=model_config.get('conv1_padding', 0),
+        lrn_k=model_config.get('lrn_k', 2.0),
+        lrn_n=model_config.get('lrn_n', 5),
+        lrn_alpha=model_config.get('lrn_alpha', 1e-4),
+        lrn_beta=model_config.get('lrn_beta', 0.75),
+        lrn_alpha_divided_by_n=model_config.get('lrn_alpha_divided_by_n', False),
         init_scheme=model_config.init,
         dtype=jnp.dtype(model_config.get('dtype', 'float32')),
     )

@@ -21,8 +21,15 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.activation = 'relu'  # relu | tanh (§3.1, Fig. 1).
   model.lrn = True  # Local response normalization after conv1 and conv2 (§3.3).
   model.lrn_scope = 'per_tower'  # per_tower (cuda-convnet2, faithful) | across_towers (Caffe).
+  model.lrn_k = 2.0  # LRN constants (§3.3): k, window n, alpha, beta.
+  model.lrn_n = 5
+  model.lrn_alpha = 1e-4
+  model.lrn_beta = 0.75
+  model.lrn_alpha_divided_by_n = False  # The paper: no. PyTorch and Caffe: yes.
+  model.conv1_padding = 0  # torchvision's variant: 2 (with 224x224 inputs).
   model.pooling = 'overlapping'  # overlapping (3/2, §3.4) | non_overlapping (2/2).
   model.dropout_rate = 0.5  # On the outputs of fc6 and fc7 (§4.2).
+  model.dropout_placement = 'after'  # after: outputs of fc6/fc7 (paper) | before: inputs (torchvision).
   model.init = 'paper'  # paper: N(0, 0.01), biases 1 in conv2/4/5, fc6/7 | he: fan-in scaled.
   model.dtype = 'float32'  # Computation dtype (float32 | bfloat16); parameters stay float32.
   return model
