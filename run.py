@@ -28,8 +28,40 @@ class _ProjectInfoOnly(pylogging.Filter):
   """Keeps INFO lines from this project; libraries (Orbax, TFDS) speak only at WARNING and up."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
-    return (record.levelno >= pylogging.WARNING or 'alexnet_jax' in record.pathname
-            or record.pathname == __file__)
+    own = 'alexnet_jax' in record.pathname or record.pathname == __file__
+    if not own and record.exc_info:
+      # E.g. Orbax logs each failed write with a traceback; the project's own line says what
+      # happened and what to do, the library's first line is kept as detail.
+      record.exc_info, record.exc_text = None, None
+    return own or record.levelno >= pylogging.WARNING
+
+
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with command-line config mistakes told in one line, not a traceback."""
+  try:
+    remaining = flags.FLAGS(argv)
+  except flags.Error as e:  # A value of the wrong type, e.g. --config.batch_size=abc.
+    _fail(f'{e}; pass a value of the type the config file gives that key.')
+  except (KeyError, AttributeError) as e:  # ml_collections: --config.<key> not in the config.
+    while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message)).
+      e = e.args[0]
+    key, _, hint = str(e.args[0] if e.args else e).partition('\n')
+    key = key.strip('\'"')
+    flag = next((arg.split('=')[0] for arg in argv if arg.startswith('--config.')
+                 and arg.split('=')[0].endswith(f'.{key}')), f'--config.{key}')
+    _fail(f'{flag}: the config has no key {key!r}. '
+          f'{hint or "Check the spelling against the config file."}')
+  try:
+    _CONFIG.value.keys()  # A file that failed to load raises only when the config is used.
+  except OSError as e:
+    _fail(f'--config: cannot load the config file ({str(e).strip().splitlines()[-1].strip()}); '
+          'pass a config file such as configs/default.py.')
+  return remaining
 
 
 def main(argv):
@@ -40,7 +72,7 @@ def main(argv):
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
   import jax
-  from alexnet_jax import summary, train
+  from alexnet_jax import preemption, summary, train
   from alexnet_jax.errors import UserError
 
   try:
@@ -54,11 +86,12 @@ def main(argv):
                                  num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
     logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                  jax.devices())
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    with preemption.STOP:  # SIGTERM/SIGINT: finish the step, save, exit 0.
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

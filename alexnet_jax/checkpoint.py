@@ -1,51 +1,157 @@
 """Orbax checkpoints of the train state, the input position and the trainer's host-side state.
 
-All Orbax calls live here so that an Orbax API change stays in one file. A checkpoint holds three
-items: 'state' (params, optimizer state, step), 'input' (the data-iterator position) and 'trainer'
-(JSON: learning-rate plateau bookkeeping). Orbax commits a step atomically, so a run killed while
-saving never leaves a half-written step behind as the latest one.
+All Orbax calls live here so that an Orbax API change stays in one file. A checkpoint holds four
+items: 'state' (params, optimizer state, step), 'input' (the data-iterator position), 'trainer'
+(JSON: learning-rate plateau bookkeeping) and 'checksums' (one per state array, verified at restore).
+
+Failure handling, in one place:
+- Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when complete, so a run
+  killed while saving never leaves a half-written step that `latest_step()` would pick; leftover
+  temporary directories are removed when the next run starts. Old steps are deleted only after a
+  newer one is complete.
+- Restore verifies every array against its saved checksum (Orbax's own checks miss most flipped
+  bits in array data). An unreadable or mismatching step is reported in one line, moved to
+  `<workdir>/checkpoints_unreadable/` and the next older step is used.
+- A failed save (disk full, unwritable directory) is reported in one line and training goes on;
+  the next checkpoint retries. After `MAX_CONSECUTIVE_FAILED_SAVES` failures in a row, or when the
+  final save fails, a `UserError` stops training, naming the newest complete checkpoint.
 """
 
+import glob
 import os
+import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import logging
 
 from alexnet_jax.errors import UserError
 
+MAX_CONSECUTIVE_FAILED_SAVES = 3
+
 
 class Checkpointer:
-  """Periodic saves into `<workdir>/checkpoints` and restore of the latest complete step."""
+  """Periodic saves into `<workdir>/checkpoints` and restore of the newest readable step."""
 
   def __init__(self, workdir: str, max_to_keep: int = 3):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.unreadable_directory = os.path.join(os.path.abspath(workdir), 'checkpoints_unreadable')
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             cleanup_tmp_directories=True),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'input': ocp.JsonCheckpointHandler(),
-                       'trainer': ocp.JsonCheckpointHandler()},
+                       'trainer': ocp.JsonCheckpointHandler(),
+                       'checksums': ocp.JsonCheckpointHandler()},
     )
+    self._step_in_flight: int | None = None  # An asynchronous save not yet known to be complete.
+    self._consecutive_failed_saves = 0
+    self._failed_save_message: str | None = None  # Of the newest save, when it failed.
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, input_position: dict[str, int],
            trainer_state: dict[str, Any]) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        input=ocp.args.JsonSave(input_position),
-        trainer=ocp.args.JsonSave(trainer_state)), force=True)
+    """Starts an asynchronous save of `step`; a failure is reported and retried at the next save."""
+    self._finish_save_in_flight(final=False)
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          input=ocp.args.JsonSave(input_position),
+          trainer=ocp.args.JsonSave(trainer_state),
+          checksums=ocp.args.JsonSave(state_checksums(state))), force=True)
+      self._step_in_flight = step
+    except Exception as e:  # pylint: disable=broad-except  # I/O errors come in many types.
+      self._save_failed(step, e, final=False)
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, int], dict[str, Any]]:
-    """Restores `step` into the shapes and shardings of `abstract_state`."""
+  def wait_until_finished(self) -> None:
+    """Blocks until the last save is complete; raises UserError if it failed."""
+    self._finish_save_in_flight(final=True)
+    if self._failed_save_message:
+      raise UserError(self._failed_save_message)
+
+  def _finish_save_in_flight(self, final: bool) -> None:
+    step, self._step_in_flight = self._step_in_flight, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      self._save_failed(step, e, final)
+    else:
+      if step is not None:
+        self._consecutive_failed_saves, self._failed_save_message = 0, None
+
+  def _save_failed(self, step: int | None, error: Exception, final: bool) -> None:
+    self._consecutive_failed_saves += 1
+    # Free what the failed attempt wrote, so that the retry has the space.
+    for partial in glob.glob(os.path.join(self.directory, f'{step}.orbax-checkpoint-tmp*')):
+      shutil.rmtree(partial, ignore_errors=True)
+    self._manager.reload()
+    newest = self._manager.latest_step()
+    message = (f'saving checkpoint step {step} in {self.directory} failed ({one_line(error)}); '
+               'the newest complete checkpoint is '
+               f'{"none" if newest is None else f"step {newest}"}.')
+    self._failed_save_message = (
+        f'{message} Free disk space or make --workdir writable, then rerun the same command: '
+        'training resumes from the newest complete checkpoint.')
+    if final or self._consecutive_failed_saves >= MAX_CONSECUTIVE_FAILED_SAVES:
+      raise UserError(self._failed_save_message) from error
+    logging.error('%s Training continues; the next checkpoint retries (%d of %d failures allowed '
+                  'in a row).', message, self._consecutive_failed_saves,
+                  MAX_CONSECUTIVE_FAILED_SAVES - 1)
+
+  def restore_latest(self, abstract_state: Any
+                     ) -> tuple[int, Any, dict[str, int], dict[str, Any]] | None:
+    """(step, state, input position, trainer state) of the newest readable checkpoint, or None.
+
+    Restores into the shapes and shardings of `abstract_state`. A checkpoint of another model
+    raises UserError; unreadable newer steps are moved aside once an older one restored.
+    """
+    unreadable = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._restore(step, abstract_state)
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
+        logging.warning('Checkpoint step %d in %s is unreadable (%s); trying an older one.',
+                        step, self.directory, one_line(e))
+        unreadable.append(step)
+        continue
+      for bad_step in unreadable:
+        self._move_aside(bad_step)
+      return (step,) + restored
+    if unreadable:
+      raise UserError(f'no checkpoint in {self.directory} is readable (steps '
+                      f'{", ".join(map(str, unreadable))}); move that directory away to start '
+                      'from scratch.')
+    return None
+
+  def _restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, int], dict[str, Any]]:
     self._check_shapes(step, abstract_state)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         input=ocp.args.JsonRestore(),
-        trainer=ocp.args.JsonRestore()))
+        trainer=ocp.args.JsonRestore(),
+        checksums=ocp.args.JsonRestore()))
+    actual = state_checksums(restored['state'])
+    for name, saved in restored['checksums'].items():
+      if actual.get(name) != saved:
+        raise ValueError(f'{name} does not match its saved checksum')
     return restored['state'], restored['input'], restored['trainer']
+
+  def _move_aside(self, step: int) -> None:
+    os.makedirs(self.unreadable_directory, exist_ok=True)
+    destination = os.path.join(self.unreadable_directory, str(step))
+    suffix = 1
+    while os.path.exists(destination):
+      destination, suffix = os.path.join(self.unreadable_directory, f'{step}.{suffix}'), suffix + 1
+    shutil.move(os.path.join(self.directory, str(step)), destination)
+    self._manager.reload()
+    logging.warning('Moved unreadable checkpoint step %d to %s.', step, destination)
 
   def _check_shapes(self, step: int, abstract_state: Any) -> None:
     saved = self._manager.item_metadata(step)['state']
@@ -62,16 +168,40 @@ class Checkpointer:
             f'saved {_shape_str(saved_shape)}, this config {_shape_str(expected_shape)}); '
             'use a new --workdir or the config that wrote it.')
 
-  def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
-
   def close(self) -> None:
     self._manager.close()
 
 
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+  """Wrap-around sum of the array's bit patterns: any single flipped bit changes it."""
+  if x.dtype == jnp.bool_:
+    bits = x.astype(jnp.uint32)
+  else:
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+  return jnp.sum(bits, dtype=jnp.uint32)  # Integer sums: the same on any sharding.
+
+
+_checksum_tree = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
+
+
+def state_checksums(state: Any) -> dict[str, int]:
+  """{'params/conv1/kernel': checksum, ...} for every array of `state`."""
+  sums = jax.device_get(_checksum_tree(state))
+  return {name: int(value) for name, value in _flatten(sums)}
+
+
+def one_line(error: BaseException) -> str:
+  """'Type: first line of the message', short enough for a log line."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  text = text if len(text) <= 200 else text[:197] + '...'
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
+
+
 def _flatten(tree: Any) -> list[tuple[str, Any]]:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return [('/'.join(str(getattr(k, 'key', k)) for k in path), leaf) for path, leaf in leaves]
+  return [('/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+                    for k in path), leaf) for path, leaf in leaves]
 
 
 def _shape_str(shape) -> str:

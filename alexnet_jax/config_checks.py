@@ -2,11 +2,12 @@
 
 import ml_collections
 
-from alexnet_jax import models
+from alexnet_jax import data, models
 from alexnet_jax.errors import UserError
 
 OPTIMIZERS = ('paper_sgd', 'optax_sgd')
 LR_SCHEDULES = ('plateau', 'step', 'cosine', 'constant')
+NAN_POLICIES = ('stop', 'skip')
 
 
 def _require(condition: bool, message: str) -> None:
@@ -32,8 +33,18 @@ def min_input_size(model_config: ml_collections.ConfigDict) -> int:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the key and the fix for the first invalid value."""
   for key in ('batch_size', 'eval_batch_size', 'log_every_steps', 'eval_every_steps',
-              'checkpoint_every_steps'):
+              'checkpoint_every_steps', 'num_train_steps', 'num_eval_steps', 'seed',
+              'max_checkpoints_to_keep', 'plateau_patience', 'plateau_max_reductions'):
+    _require(isinstance(config[key], int) and not isinstance(config[key], bool),
+             f'config.{key}={config[key]!r} must be a whole number.')
+  for key in ('batch_size', 'eval_batch_size', 'log_every_steps', 'eval_every_steps',
+              'checkpoint_every_steps', 'max_checkpoints_to_keep', 'plateau_patience'):
     _require(config[key] > 0, f'config.{key}={config[key]} must be positive.')
+  for key in ('num_train_steps', 'num_eval_steps'):
+    _require(config[key] == -1 or config[key] > 0,
+             f'config.{key}={config[key]} must be positive, or -1 for the whole '
+             f'{"training (num_epochs)" if key == "num_train_steps" else "validation split"}.')
+  _one_of(config, 'dataset', data.DATASETS)
   _require(config.learning_rate > 0,
            f'config.learning_rate={config.learning_rate} must be positive (the paper uses 0.01).')
   _require(0 <= config.momentum < 1, f'config.momentum={config.momentum} must be in [0, 1).')
@@ -42,6 +53,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
            'config.num_epochs must be positive when config.num_train_steps is -1.')
   _one_of(config, 'optimizer', OPTIMIZERS)
   _one_of(config, 'lr_schedule', LR_SCHEDULES)
+  if config.lr_schedule == 'step':
+    epochs = tuple(config.lr_step_epochs)
+    _require(all(e > 0 for e in epochs) and list(epochs) == sorted(set(epochs)),
+             f'config.lr_step_epochs={epochs} must be increasing positive epochs, e.g. (30, 60).')
+  _require(config.plateau_max_reductions >= 0,
+           f'config.plateau_max_reductions={config.plateau_max_reductions} must be >= 0.')
+  _one_of(config, 'nan_policy', NAN_POLICIES)
+  _require(config.grad_clip_norm >= 0,
+           f'config.grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 turns clipping off).')
+  for axis in ('data', 'model'):
+    size = config.mesh[axis]
+    _require(isinstance(size, int) and (size == -1 or size > 0),
+             f'config.mesh.{axis}={size!r} must be a positive device count, or -1 to fill.')
 
   model = config.model
   _one_of(model, 'activation', tuple(models.ACTIVATIONS), 'config.model')
@@ -50,6 +74,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(model, 'init', models.INITS, 'config.model')
   _one_of(model, 'dtype', ('float32', 'bfloat16'), 'config.model')
   _require(model.towers in (1, 2), f'config.model.towers={model.towers} must be 1 or 2.')
+  _require(isinstance(model.lrn_n, int) and model.lrn_n > 0,
+           f'config.model.lrn_n={model.lrn_n!r} must be a positive window size (the paper: 5).')
   _require(0 <= model.dropout_rate < 1,
            f'config.model.dropout_rate={model.dropout_rate} must be in [0, 1).')
   widths = tuple(model.conv_features) + tuple(model.fc_features)

@@ -53,10 +53,15 @@ def means(sums: Mapping[str, Any], prefix: str) -> dict[str, float]:
 
 
 class JsonlWriter(metric_writers.interface.MetricWriter):
-  """Writes one JSON object per write_scalars call: {"step": N, "train/loss": ...}."""
+  """Writes one JSON object per write_scalars call: {"step": N, "train/loss": ...}.
+
+  Appends, one flushed line per row. After a crash and resume the file holds the rows written
+  after the last checkpoint twice; `read_metrics` keeps the newest value per step and key.
+  """
 
   def __init__(self, path: str):
-    self._file = open(path, 'a', encoding='utf-8')
+    _drop_torn_last_line(path)
+    self._file = open(path, 'a', encoding='utf-8', buffering=1)  # Line-buffered.
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     row = {'step': int(step)}
@@ -101,6 +106,36 @@ def create_writer(workdir: str, is_main_process: bool) -> metric_writers.MetricW
   ])
 
 
+def _drop_torn_last_line(path: str) -> None:
+  """Cuts a last line that a killed process left without its newline."""
+  if not os.path.exists(path):
+    return
+  with open(path, 'rb+') as f:
+    content = f.read()
+    if content and not content.endswith(b'\n'):
+      f.truncate(content.rfind(b'\n') + 1)
+
+
 def read_jsonl(path: str) -> list[dict[str, float]]:
+  """All rows in file order (a torn line left by a killed writer is skipped)."""
+  rows = []
   with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return rows
+
+
+def read_metrics(path: str) -> dict[int, dict[str, float]]:
+  """{step: {name: value}}: rows merged per step, a later row's value replacing an earlier one.
+
+  A run that resumes after a crash rewrites the steps since its checkpoint; their rows come later
+  in the file, so the newest value is the one of the run that went on.
+  """
+  merged: dict[int, dict[str, float]] = {}
+  for row in read_jsonl(path):
+    merged.setdefault(int(row['step']), {}).update(
+        {k: v for k, v in row.items() if k != 'step'})
+  return dict(sorted(merged.items()))

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from alexnet_jax import checkpoint, config_checks, data, metrics, models, parallel
+from alexnet_jax import checkpoint, config_checks, data, metrics, models, parallel, preemption
 from alexnet_jax.errors import UserError
 
 
@@ -50,6 +50,10 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
                        optax.sgd(learning_rate, momentum=config.momentum))
 
   make = {'paper_sgd': paper_sgd, 'optax_sgd': optax_sgd}[config.optimizer]
+  if config.grad_clip_norm > 0:  # Off by default: the paper does not clip.
+    unclipped = make
+    make = lambda learning_rate: optax.chain(
+        optax.clip_by_global_norm(config.grad_clip_norm), unclipped(learning_rate))
   return optax.inject_hyperparams(make)(learning_rate=config.learning_rate)
 
 
@@ -114,7 +118,12 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
 def train_step(state: TrainState, batch: dict[str, jax.Array], learning_rate: jax.Array,
                dropout_key: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One SGD step; returns the new state and the batch's metric sums."""
+  """One SGD step; returns the new state and the batch's metric sums.
+
+  A step whose loss or gradients are not finite leaves params and optimizer state unchanged and
+  is reported in the sums ('nonfinite_steps', 'first_nonfinite_step'); the loop then stops or
+  skips it (config.nan_policy).
+  """
   step_key = jax.random.fold_in(dropout_key, state.step)
 
   def loss_fn(params):
@@ -126,9 +135,28 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], learning_rate: ja
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
   opt_state = state.opt_state
   opt_state.hyperparams['learning_rate'] = learning_rate
-  updates, opt_state = tx.update(grads, opt_state, state.params)
+  updates, new_opt_state = tx.update(grads, opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(sums['loss']) & jnp.all(
+      jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                   (params, new_opt_state), (state.params, opt_state))
+  sums = {name: jnp.where(finite, value, 0.0) for name, value in sums.items()}
+  sums['nonfinite_steps'] = 1 - finite.astype(jnp.int32)
+  sums['first_nonfinite_step'] = jnp.where(finite, NO_NONFINITE_STEP, state.step + 1)
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), sums
+
+
+NO_NONFINITE_STEP = np.iinfo(np.int32).max
+
+
+def accumulate(total: dict[str, jax.Array] | None,
+               step_sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Adds one step's metric sums to the running ones; keeps the first non-finite step."""
+  if total is None:
+    return step_sums
+  return {name: (jnp.minimum if name == 'first_nonfinite_step' else jnp.add)(total[name], value)
+          for name, value in step_sums.items()}
 
 
 def eval_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> dict[str, jax.Array]:
@@ -202,15 +230,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   abstract_state = jax.eval_shape(init, init_key)
   shardings = parallel.state_shardings(mesh, abstract_state)
   ckpt = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
-  start_step = ckpt.latest_step()
-  if start_step is None:
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_state, shardings)
+  restored = ckpt.restore_latest(abstract)
+  pending_eval = False  # The evaluation at start_step was interrupted by a signal: redo it first.
+  if restored is None:
     state = jax.jit(init, out_shardings=shardings)(init_key)
     start_step = 0
   else:
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract_state, shardings)
-    state, input_position, trainer_state = ckpt.restore(start_step, abstract)
+    start_step, state, input_position, trainer_state = restored
     plateau.load_json(trainer_state['plateau'])
+    pending_eval = trainer_state.get('pending_eval', False)
     if input_position['step'] != start_step:
       raise UserError(f'checkpoint {start_step} in {ckpt.directory} is inconsistent (input '
                       f'position {input_position["step"]}); delete that step directory.')
@@ -230,12 +260,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   p_eval_step = jax.jit(lambda p, b: eval_step(p, b, model=model),
                         in_shardings=(shardings.params, parallel.batch_sharding(mesh)))
 
-  def run_evaluation(step: int) -> dict[str, float]:
+  def run_evaluation(step: int, stop: preemption.StopRequest) -> dict[str, float] | None:
+    """Evaluates and records the results; None (nothing recorded) when a signal interrupted it."""
     results = {}
     for name, batches in dataset.eval_batches.items():
       prefix = f'eval_{name}' if name else 'eval'
-      results.update(metrics.means(
-          evaluate(p_eval_step, state.params, batches(), mesh, config.num_eval_steps), prefix))
+      # A signal abandons the evaluation: on ImageNet it outlasts a preemption's grace period.
+      sums = evaluate(p_eval_step, state.params, _until_signal(batches(), stop), mesh,
+                      config.num_eval_steps)
+      if stop.received:
+        return None
+      results.update(metrics.means(sums, prefix))
     writer.write_scalars(step, results)
     if plateau.update(results['eval/top1_error']) and config.lr_schedule == 'plateau':
       logging.info('Validation error stopped improving: learning rate divided by 10 (x%g).',
@@ -243,44 +278,89 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info('eval step %d: %s', step, ', '.join(f'{k}={v:.4f}' for k, v in results.items()))
     return results
 
-  def save(step: int) -> None:
-    ckpt.save(step, state, {'step': step}, {'plateau': plateau.to_json()})
+  def save(step: int, pending_eval: bool = False) -> None:
+    writer.flush()  # The metrics rows up to a checkpoint are on disk with it.
+    ckpt.save(step, state, {'step': step},
+              {'plateau': plateau.to_json(), 'pending_eval': pending_eval})
+
+  def count_nonfinite_steps(sums: dict[str, Any]) -> int:
+    """Non-finite steps in `sums`; with config.nan_policy 'stop' any such step ends training."""
+    count = int(sums['nonfinite_steps'])
+    if count and config.nan_policy == 'stop':
+      ckpt.wait_until_finished()  # A save in flight holds a finite state: let it complete.
+      newest = ckpt.latest_step()
+      raise UserError(
+          f'non-finite loss or gradients at step {int(sums["first_nonfinite_step"])}; training '
+          f'stopped without saving it (the newest checkpoint, {"none" if newest is None else f"step {newest}"}'
+          f' in {ckpt.directory}, is intact). Lower config.learning_rate, set '
+          "config.grad_clip_norm, or set config.nan_policy='skip' to skip such steps.")
+    return count
 
   logging.info('Training %s for %d steps (%d per epoch), batch %d, from step %d.',
                config.dataset, total_steps, steps_per_epoch, config.batch_size, start_step)
   train_batches = dataset.train_batches(start_step)
   sums, interval_start, interval_step = None, time.perf_counter(), start_step
+  done = start_step
+  stop = preemption.STOP  # Set by SIGTERM/SIGINT while run.py (or a caller) has it entered.
+  if pending_eval and run_evaluation(start_step, stop) is None:
+    total_steps = start_step  # Interrupted again: the checkpoint still asks for this evaluation.
   for step in range(start_step, total_steps):
     factor = plateau.factor if config.lr_schedule == 'plateau' else 1.0
     learning_rate = np.float32(base_lr(step) * factor)
     batch = parallel.global_batch(next(train_batches), mesh)
     state, step_sums = p_train_step(state, batch, learning_rate, dropout_key)
-    sums = step_sums if sums is None else jax.tree.map(jnp.add, sums, step_sums)
+    sums = accumulate(sums, step_sums)
     done = step + 1
     if done % config.log_every_steps == 0 or done == total_steps:
-      scalars = metrics.means(jax.device_get(sums), 'train')
-      if not all(map(math.isfinite, scalars.values())):
-        ckpt.wait_until_finished()
-        raise FloatingPointError(f'non-finite training loss at step {done} ({scalars}); the last '
-                                 f'checkpoint in {ckpt.directory} is intact. Lower the learning '
-                                 'rate or check the input.')
+      host_sums = jax.device_get(sums)
+      skipped = count_nonfinite_steps(host_sums)
+      scalars = metrics.means({k: v for k, v in host_sums.items() if k not in NONFINITE_KEYS},
+                              'train') if host_sums['count'] else {}
+      if config.nan_policy == 'skip':
+        scalars['train/skipped_steps'] = skipped
+        if skipped:
+          logging.warning('Skipped %d step(s) with non-finite loss or gradients in steps %d-%d '
+                          '(the first: step %d).', skipped, interval_step + 1, done,
+                          host_sums['first_nonfinite_step'])
+      if dataset.count_skipped_examples is not None:
+        scalars['train/skipped_examples'] = dataset.count_skipped_examples()
       elapsed = time.perf_counter() - interval_start
       images_per_sec = (done - interval_step) * config.batch_size / elapsed
       scalars.update({'train/learning_rate': float(learning_rate),
                       'train/images_per_sec': images_per_sec})
       writer.write_scalars(done, scalars)
       eta = (total_steps - done) * elapsed / (done - interval_step)
-      logging.info('step %d/%d | loss %.4f | top1_err %.4f | lr %.5g | %.0f img/s | ETA %s', done,
-                   total_steps, scalars['train/loss'], scalars['train/top1_error'],
-                   learning_rate, images_per_sec, _format_duration(eta))
+      logging.info('step %d/%d | loss %.4f | top1_err %.4f | lr %.5g | %.0f img/s | ETA %s',
+                   done, total_steps, scalars.get('train/loss', math.nan),
+                   scalars.get('train/top1_error', math.nan), learning_rate, images_per_sec,
+                   _format_duration(eta))
       sums, interval_start, interval_step = None, time.perf_counter(), done
+    eval_interrupted = False
     if done % config.eval_every_steps == 0 or done == total_steps:
       eval_start = time.perf_counter()
-      run_evaluation(done)
+      eval_interrupted = run_evaluation(done, stop) is None
       interval_start += time.perf_counter() - eval_start  # Not training throughput.
-    if done % config.checkpoint_every_steps == 0 or done == total_steps:
-      save(done)
+    stopping = stop.reached(done)
+    if done % config.checkpoint_every_steps == 0 or done == total_steps or stopping:
+      if sums is not None:
+        count_nonfinite_steps(jax.device_get(sums))  # Never save past a step 'stop' rejects.
+      save(done, pending_eval=eval_interrupted)
+    if stopping:
+      break
   writer.flush()
   ckpt.wait_until_finished()
+  if stop.received:
+    logging.info('Stopped by %s after step %d; the checkpoint is in %s. Run the same command to '
+                 'resume.', stop.signal_name, done, os.path.join(ckpt.directory, str(done)))
   ckpt.close()
   return state
+
+
+NONFINITE_KEYS = ('nonfinite_steps', 'first_nonfinite_step')
+
+
+def _until_signal(batches: Iterator[Any], stop: preemption.StopRequest) -> Iterator[Any]:
+  for batch in batches:
+    yield batch
+    if stop.received:
+      return

@@ -69,6 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.plateau_max_reductions = 3  # The paper divided the learning rate three times.
   config.num_epochs = 90
   config.num_train_steps = -1  # -1: from num_epochs.
+  config.grad_clip_norm = 0.0  # > 0: clip gradients to this global norm (the paper: off).
+  config.nan_policy = 'stop'  # Non-finite loss/gradients: stop | skip (the step is not applied).
   config.eval_batch_size = 128
   config.num_eval_steps = -1  # -1: the whole validation split.
 
