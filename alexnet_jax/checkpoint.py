@@ -17,9 +17,12 @@ Failure handling, in one place:
   final save fails, a `UserError` stops training, naming the newest complete checkpoint.
 """
 
+import contextlib
+import gc
 import glob
 import os
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -113,7 +116,8 @@ class Checkpointer:
     unreadable = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._restore(step, abstract_state)
+        with _quiet_abandoned_reads():
+          restored = self._restore(step, abstract_state)
       except UserError:
         raise
       except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
@@ -170,6 +174,22 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+  """Keeps a failed restore to its one-line report.
+
+  Orbax leaves the read coroutines of a failed restore behind; Python prints each one's error as
+  an 'Exception ignored' traceback when it is collected.
+  """
+  previous_hook = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = previous_hook
 
 
 def _leaf_checksum(x: jax.Array) -> jax.Array:

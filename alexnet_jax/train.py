@@ -120,8 +120,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], learning_rate: ja
                tx: optax.GradientTransformation) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step; returns the new state and the batch's metric sums.
 
-  A step whose loss or gradients are not finite leaves params and optimizer state unchanged and
-  is reported in the sums ('nonfinite_steps', 'first_nonfinite_step'); the loop then stops or
+  A step whose loss, gradients or updated parameters are not finite leaves params and optimizer
+  state unchanged and is reported in the sums ('nonfinite_steps', 'first_nonfinite_step'); the loop then stops or
   skips it (config.nan_policy).
   """
   step_key = jax.random.fold_in(dropout_key, state.step)
@@ -137,8 +137,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], learning_rate: ja
   opt_state.hyperparams['learning_rate'] = learning_rate
   updates, new_opt_state = tx.update(grads, opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  finite = jnp.isfinite(sums['loss']) & jnp.all(
-      jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  finite = jnp.isfinite(sums['loss']) & jnp.all(jnp.array(
+      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((grads, params))]))
   params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                    (params, new_opt_state), (state.params, opt_state))
   sums = {name: jnp.where(finite, value, 0.0) for name, value in sums.items()}
@@ -290,10 +290,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       ckpt.wait_until_finished()  # A save in flight holds a finite state: let it complete.
       newest = ckpt.latest_step()
       raise UserError(
-          f'non-finite loss or gradients at step {int(sums["first_nonfinite_step"])}; training '
-          f'stopped without saving it (the newest checkpoint, {"none" if newest is None else f"step {newest}"}'
-          f' in {ckpt.directory}, is intact). Lower config.learning_rate, set '
-          "config.grad_clip_norm, or set config.nan_policy='skip' to skip such steps.")
+          f'non-finite loss, gradients or parameters at step {int(sums["first_nonfinite_step"])}; '
+          'training stopped without applying it (the newest checkpoint, '
+          f'{"none" if newest is None else f"step {newest}"} in {ckpt.directory}, is intact). '
+          "Lower config.learning_rate, set config.grad_clip_norm, or set config.nan_policy='skip' "
+          'to skip such steps.')
     return count
 
   logging.info('Training %s for %d steps (%d per epoch), batch %d, from step %d.',
@@ -319,8 +320,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if config.nan_policy == 'skip':
         scalars['train/skipped_steps'] = skipped
         if skipped:
-          logging.warning('Skipped %d step(s) with non-finite loss or gradients in steps %d-%d '
-                          '(the first: step %d).', skipped, interval_step + 1, done,
+          logging.warning('Skipped %d step(s) with non-finite loss, gradients or parameters in '
+                          'steps %d-%d (the first: step %d).', skipped, interval_step + 1, done,
                           host_sums['first_nonfinite_step'])
       if dataset.count_skipped_examples is not None:
         scalars['train/skipped_examples'] = dataset.count_skipped_examples()

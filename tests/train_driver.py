@@ -1,7 +1,8 @@
-"""run.py on mocked Fashion-MNIST with slowed-down training batches, for the reliability tests.
+"""run.py on mocked Fashion-MNIST with slowed-down batches, for the reliability tests.
 
-The tests start it as a subprocess and kill it at chosen moments; the delay per batch makes
-"during step N" a window they can hit. Same flags as run.py, plus --seconds_per_batch:
+The tests start it as a subprocess and kill it at chosen moments; the delay per batch (training
+and evaluation) makes "during step N" a window they can hit. Same flags as run.py, plus
+--seconds_per_batch:
 
   python -m tests.train_driver --config=tests/tiny_config.py --workdir=DIR --seconds_per_batch=0.2
 """
@@ -16,18 +17,22 @@ import run
 from alexnet_jax import data
 
 _SECONDS_PER_BATCH = flags.DEFINE_float('seconds_per_batch', 0.0,
-                                        'Sleep before each training batch.')
+                                        'Sleep before each training and evaluation batch.')
+
+
+def _slowly(batches):
+  for batch in batches:
+    time.sleep(_SECONDS_PER_BATCH.value)
+    yield batch
 
 
 def _slowed(create_dataset):
   def create(*args, **kwargs) -> data.Dataset:
     dataset = create_dataset(*args, **kwargs)
-
-    def train_batches(start_step):
-      for batch in dataset.train_batches(start_step):
-        time.sleep(_SECONDS_PER_BATCH.value)
-        yield batch
-    return dataclasses.replace(dataset, train_batches=train_batches)
+    return dataclasses.replace(
+        dataset, train_batches=lambda start_step: _slowly(dataset.train_batches(start_step)),
+        eval_batches={name: (lambda b=batches: _slowly(b()))
+                      for name, batches in dataset.eval_batches.items()})
   return create
 
 

@@ -1,0 +1,520 @@
+"""Reliability: signals, kill -9, corrupt checkpoints, failed saves, NaNs and invalid configs.
+
+Runs that get interrupted are subprocesses (tests/train_driver.py: run.py on mocked data, each
+batch slowed down so that a signal lands inside a chosen step). They share a persistent compilation
+cache, so only the first one compiles. The uninterrupted reference run is one of them; the other
+tests copy its workdir (checkpoints at steps 6, 9, 12) instead of training from scratch.
+
+metrics.jsonl after a crash holds the steps since the last checkpoint twice; runs are compared
+with `metrics.read_metrics`, which keeps the newest row of each step (the run that went on).
+"""
+
+import dataclasses
+import errno
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from alexnet_jax import checkpoint, data, metrics, models, train
+from alexnet_jax.errors import UserError
+from tests.conftest import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL_STEPS = 12
+EVAL_EVERY = 6
+SECONDS_PER_BATCH = 0.3
+DRIVER_FLAGS = (f'--config.num_train_steps={TOTAL_STEPS}', f'--config.eval_every_steps={EVAL_EVERY}')
+
+
+def run_config(**overrides):
+  """The config of the driver runs (tests/tiny_config.py plus DRIVER_FLAGS)."""
+  return tiny_config(**{'num_train_steps': TOTAL_STEPS, 'eval_every_steps': EVAL_EVERY,
+                        **overrides})
+
+
+@pytest.fixture(scope='module')
+def compilation_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('jax_compilation_cache'))
+
+
+def start_driver(workdir, cache_dir, seconds_per_batch=0.0, extra_flags=()):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2',
+             XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  command = [sys.executable, '-m', 'tests.train_driver', '--config=tests/tiny_config.py',
+             f'--workdir={workdir}', f'--seconds_per_batch={seconds_per_batch}',
+             *DRIVER_FLAGS, *extra_flags]
+  return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process, timeout=600):
+  output = process.communicate(timeout=timeout)[0]
+  return process.returncode, output
+
+
+def wait_for_row(process, workdir, step, timeout=600):
+  """Blocks until metrics.jsonl has a training row for `step` (written right after the step)."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if os.path.exists(path) and any(r['step'] == step and 'train/loss' in r
+                                    for r in metrics.read_jsonl(path)):
+      return
+    if process.poll() is not None:
+      pytest.fail(f'the run ended before step {step}:\n{process.communicate()[0][-3000:]}')
+    time.sleep(0.02)
+  pytest.fail(f'no row for step {step} within {timeout} s')
+
+
+def merged_rows(workdir):
+  return metrics.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+
+
+def train_losses(workdir):
+  return {step: row['train/loss'] for step, row in merged_rows(workdir).items()
+          if 'train/loss' in row}
+
+
+def eval_losses(workdir):
+  return {step: row['eval/loss'] for step, row in merged_rows(workdir).items()
+          if 'eval/loss' in row}
+
+
+@pytest.fixture(scope='module')
+def reference_workdir(tmp_path_factory, compilation_cache):
+  """One uninterrupted run of TOTAL_STEPS steps."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  returncode, output = finish(start_driver(workdir, compilation_cache))
+  assert returncode == 0, output[-3000:]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '6', '9']
+  return workdir
+
+
+def copy_of(workdir, tmp_path):
+  """A copy of `workdir`'s checkpoints, without its metrics: rows then come from the new run."""
+  destination = str(tmp_path / 'workdir')
+  shutil.copytree(workdir, destination, ignore=shutil.ignore_patterns('metrics.jsonl'))
+  return destination
+
+
+# --- Signals and kill -9 --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkills_at_random_moments_resume_to_the_same_run(
+    tmp_path, reference_workdir, compilation_cache):
+  rng = np.random.default_rng(8)
+  workdir = str(tmp_path)
+
+  # SIGTERM while evaluating at step 6: the evaluation is abandoned, step 6 saved, exit 0.
+  process = start_driver(workdir, compilation_cache, SECONDS_PER_BATCH)
+  wait_for_row(process, workdir, EVAL_EVERY)
+  process.send_signal(signal.SIGTERM)
+  returncode, output = finish(process)
+  assert returncode == 0, output[-3000:]
+  stopped = re.search(r'Stopped by SIGTERM after step (\d+); the checkpoint is in (\S+)\. Run the '
+                      'same command to resume.', output)
+  assert stopped, output[-3000:]
+  assert stopped[2] == os.path.join(workdir, 'checkpoints', stopped[1])
+  assert os.path.isdir(stopped[2])
+  last_seen = int(stopped[1])
+
+  # kill -9 twice, at random moments of later steps (inside a step, a save or an evaluation).
+  outputs = []
+  for _ in range(2):
+    process = start_driver(workdir, compilation_cache, SECONDS_PER_BATCH)
+    last_seen += int(rng.integers(1, 3))
+    wait_for_row(process, workdir, last_seen)
+    time.sleep(rng.uniform(0, 2 * SECONDS_PER_BATCH))
+    process.kill()
+    outputs.append(finish(process)[1])
+  assert 'eval step 6:' in outputs[0]  # The evaluation the SIGTERM interrupted was redone first.
+
+  returncode, output = finish(start_driver(workdir, compilation_cache))
+  assert returncode == 0, output[-3000:]
+  assert 'Resumed from checkpoint step' in output
+  expected = train_losses(reference_workdir)
+  assert sorted(expected) == list(range(1, TOTAL_STEPS + 1))
+  assert train_losses(workdir) == expected  # Bit for bit, whatever the interruptions.
+  assert eval_losses(workdir) == eval_losses(reference_workdir)
+  assert not glob.glob(os.path.join(workdir, 'checkpoints', '*tmp*'))
+
+
+def test_a_half_written_step_is_never_restored(tmp_path, reference_workdir):
+  workdir = copy_of(reference_workdir, tmp_path)
+  # What a save killed half way leaves: Orbax renames the directory only once it is complete.
+  partial = os.path.join(workdir, 'checkpoints', '15.orbax-checkpoint-tmp')
+  shutil.copytree(os.path.join(workdir, 'checkpoints', '12'), partial)
+  os.remove(os.path.join(partial, 'state', 'manifest.ocdbt'))
+  ckpt = checkpoint.Checkpointer(workdir)
+  assert ckpt.latest_step() == 12
+  ckpt.close()  # Waits for the clean-up of leftover temporary directories, started at creation.
+  assert not os.path.exists(partial)  # So that they do not fill the disk.
+
+
+# --- Corrupt checkpoints --------------------------------------------------------------------------
+
+
+def largest_file(directory):
+  files = [os.path.join(d, f) for d, _, names in os.walk(directory) for f in names]
+  return max(files, key=os.path.getsize)
+
+
+def flip_one_bit(path):
+  content = bytearray(open(path, 'rb').read())
+  content[len(content) // 2] ^= 0x10
+  open(path, 'wb').write(bytes(content))
+
+
+def truncate(path):
+  content = open(path, 'rb').read()
+  open(path, 'wb').write(content[:len(content) // 2])
+
+
+def garble_json(path):
+  open(path, 'w', encoding='utf-8').write('{"not": json')
+
+
+def small_state(value):
+  """A TrainState-shaped tree; random values, so that the array data is stored uncompressed."""
+  rng = np.random.default_rng(value)
+  params = {'fc8': {'kernel': jnp.asarray(rng.normal(size=(2, 64, 32)), jnp.float32),
+                    'bias': jnp.full((10,), value, jnp.float32)}}
+  return train.TrainState(step=jnp.int32(value), params=params,
+                          opt_state={'trace': jax.tree.map(lambda p: -p, params)})
+
+
+def save_small_steps(workdir, steps):
+  ckpt = checkpoint.Checkpointer(workdir)
+  for step in steps:
+    ckpt.save(step, small_state(step), {'step': step}, {'plateau': {}})
+  ckpt.wait_until_finished()
+  ckpt.close()
+
+
+@pytest.mark.parametrize('damage, relative_path, reason', [
+    # A flipped bit in array data: Orbax restores it silently; the checksums catch it.
+    (flip_one_bit, 'state/ocdbt.process_0', r'ValueError: \S*fc8/kernel does not match its '
+                                            r'saved checksum\)'),
+    (truncate, 'state/ocdbt.process_0', ''),
+    (truncate, 'state/_METADATA', ''),
+    (garble_json, 'trainer/metadata', ''),
+])
+def test_an_unreadable_latest_checkpoint_is_reported_and_the_previous_one_used(
+    tmp_path, caplog, damage, relative_path, reason):
+  workdir = str(tmp_path)
+  save_small_steps(workdir, [1, 2])
+  target = os.path.join(workdir, 'checkpoints', '2', relative_path)
+  damage(largest_file(target) if os.path.isdir(target) else target)
+
+  ckpt = checkpoint.Checkpointer(workdir)
+  with caplog.at_level(logging.WARNING):
+    step, state, input_position, _ = ckpt.restore_latest(jax.eval_shape(lambda: small_state(0)))
+  assert step == 1 and input_position == {'step': 1}
+  jax.tree.map(np.testing.assert_array_equal, state, small_state(1))
+  reports = [r.getMessage() for r in caplog.records if 'unreadable' in r.getMessage()]
+  assert re.match(rf'Checkpoint step 2 in {ckpt.directory} is unreadable \({reason}', reports[0])
+  assert '\n' not in reports[0]
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints_unreadable', '2'))
+  assert ckpt.latest_step() == 1
+  ckpt.save(2, small_state(2), {'step': 2}, {'plateau': {}})  # Training can write step 2 again.
+  ckpt.wait_until_finished()
+  ckpt.close()
+
+
+def test_no_readable_checkpoint_is_a_user_error(tmp_path):
+  workdir = str(tmp_path)
+  save_small_steps(workdir, [1])
+  truncate(largest_file(os.path.join(workdir, 'checkpoints', '1', 'state', 'ocdbt.process_0')))
+  ckpt = checkpoint.Checkpointer(workdir)
+  with pytest.raises(UserError, match=r'no checkpoint in .* is readable \(steps 1\); move that'):
+    ckpt.restore_latest(jax.eval_shape(lambda: small_state(0)))
+
+
+@pytest.mark.slow
+def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_corrupt(
+    tmp_path, reference_workdir, mock_fashion_mnist, caplog):
+  workdir = copy_of(reference_workdir, tmp_path)
+  flip_one_bit(largest_file(os.path.join(workdir, 'checkpoints', '12', 'state')))
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(run_config(), workdir)
+  assert any(r.getMessage().startswith('Checkpoint step 12 in ') and 'unreadable' in r.getMessage()
+             for r in caplog.records)
+  expected = train_losses(reference_workdir)
+  assert train_losses(workdir) == {step: expected[step] for step in (10, 11, 12)}  # From step 9.
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '6', '9']
+
+
+# --- Failed saves -----------------------------------------------------------------------------
+
+
+class FailingSaves:
+  """Makes Orbax's save raise a disk-full error for chosen steps, synchronously or later."""
+
+  def __init__(self, monkeypatch, steps, when='at_save'):
+    self.steps = set(steps)
+    self._failing_step = None
+    original_save = ocp.CheckpointManager.save
+    original_wait = ocp.CheckpointManager.wait_until_finished
+
+    def save(manager, step, *args, **kwargs):
+      if step in self.steps and when == 'at_save':
+        raise OSError(errno.ENOSPC, 'No space left on device')
+      result = original_save(manager, step, *args, **kwargs)
+      if step in self.steps:  # 'in_background': the error shows when waiting for the save.
+        self._failing_step = step
+      return result
+
+    def wait_until_finished(manager):
+      original_wait(manager)
+      if self._failing_step is not None:
+        step, self._failing_step = self._failing_step, None
+        shutil.rmtree(os.path.join(manager.directory, str(step)))
+        manager.reload()
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(ocp.CheckpointManager, 'save', save)
+    monkeypatch.setattr(ocp.CheckpointManager, 'wait_until_finished', wait_until_finished)
+
+
+@pytest.mark.parametrize('when', ['at_save', 'in_background'])
+def test_a_failed_save_is_reported_and_retried_at_the_next_checkpoint(
+    tmp_path, monkeypatch, caplog, when):
+  FailingSaves(monkeypatch, steps=[2], when=when)
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  with caplog.at_level(logging.ERROR):
+    for step in (1, 2, 3):
+      ckpt.save(step, small_state(step), {'step': step}, {'plateau': {}})
+    ckpt.wait_until_finished()
+  assert ckpt.latest_step() == 3
+  assert sorted(os.listdir(ckpt.directory)) == ['1', '3']
+  message = next(r.getMessage() for r in caplog.records if 'failed' in r.getMessage())
+  assert message.startswith(f'saving checkpoint step 2 in {ckpt.directory} failed (OSError: '
+                            '[Errno 28] No space left on device); the newest complete checkpoint '
+                            'is step 1. Training continues; the next checkpoint retries')
+
+
+def test_repeated_or_final_save_failures_stop_with_the_last_good_checkpoint(tmp_path, monkeypatch):
+  FailingSaves(monkeypatch, steps=[2, 3, 4])
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(1, small_state(1), {'step': 1}, {'plateau': {}})
+  ckpt.save(2, small_state(2), {'step': 2}, {'plateau': {}})
+  ckpt.save(3, small_state(3), {'step': 3}, {'plateau': {}})
+  with pytest.raises(UserError, match=r'saving checkpoint step 4 .* the newest complete checkpoint '
+                     r'is step 1\. Free disk space or make --workdir writable, then rerun'):
+    ckpt.save(4, small_state(4), {'step': 4}, {'plateau': {}})
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'final'))
+  ckpt.save(3, small_state(3), {'step': 3}, {'plateau': {}})  # The last save of a run fails.
+  with pytest.raises(UserError, match='saving checkpoint step 3 .* newest complete checkpoint is '
+                     'none'):
+    ckpt.wait_until_finished()
+
+
+# --- NaN / Inf --------------------------------------------------------------------------------
+
+
+def test_a_non_finite_step_changes_nothing_and_is_flagged():
+  config = tiny_config()
+  model = models.create_model(config.model)
+  tx = train.create_optimizer(config)
+  state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
+  step = jax.jit(lambda s, b: train.train_step(s, b, jnp.float32(0.01), jax.random.key(1),
+                                              model=model, tx=tx))
+  images = jax.random.normal(jax.random.key(2), (8, 67, 67, 1))
+  batch = {'image': images.at[3, 10, 10, 0].set(jnp.nan), 'label': jnp.arange(8) % 10}
+  after, sums = step(state, batch)
+  jax.tree.map(np.testing.assert_array_equal, (after.params, after.opt_state.inner_state),
+               (state.params, state.opt_state.inner_state))
+  assert int(after.step) == 1
+  assert int(sums['nonfinite_steps']) == 1 and int(sums['first_nonfinite_step']) == 1
+  assert float(sums['count']) == 0 and float(sums['loss']) == 0
+  after, sums = step(after, dict(batch, image=images))
+  assert int(sums['nonfinite_steps']) == 0 and int(sums['first_nonfinite_step']) > 10**9
+  assert not np.array_equal(after.params['fc8']['bias'], state.params['fc8']['bias'])
+
+
+def test_gradient_clipping_scales_the_global_norm():
+  config = tiny_config(grad_clip_norm=1.0, momentum=0.9, weight_decay=0.0)
+  tx = train.create_optimizer(config)
+  params = {'a': jnp.ones(3), 'b': jnp.zeros(4)}
+  opt_state = tx.init(params)
+  grads = [{'a': jnp.array([3.0, 4.0, 0.0]), 'b': jnp.zeros(4)},  # Norm 5: scaled to 1.
+           {'a': jnp.array([0.1, 0.0, 0.0]), 'b': jnp.array([0.0, 0.2, 0.0, 0.0])}]  # Kept.
+  w, v = np.ones(3), np.zeros(3)
+  for g in grads:
+    updates, opt_state = tx.update(g, opt_state, params)
+    params = jax.tree.map(lambda p, u: p + u, params, updates)
+    g_a = np.asarray(g['a']) / max(1.0, np.sqrt(sum(float(jnp.sum(x**2)) for x in g.values())))
+    v = 0.9 * v - 0.01 * g_a
+    w = w + v
+  np.testing.assert_allclose(params['a'], w, rtol=1e-6)
+  assert tiny_config().grad_clip_norm == 0  # Off by default: the paper does not clip.
+
+
+def nan_batch_at(monkeypatch, bad_step):
+  """Makes the training batch of step `bad_step` (1-based) contain a NaN."""
+  create_dataset = data.create_dataset
+
+  def create(*args, **kwargs):
+    dataset = create_dataset(*args, **kwargs)
+
+    def train_batches(start_step):
+      for step, batch in enumerate(dataset.train_batches(start_step), start_step + 1):
+        if step == bad_step:
+          batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+        yield batch
+    return dataclasses.replace(dataset, train_batches=train_batches)
+  monkeypatch.setattr(data, 'create_dataset', create)
+
+
+@pytest.mark.slow
+def test_nan_policy_stop_names_the_step_and_keeps_the_checkpoints(
+    tmp_path, reference_workdir, mock_fashion_mnist):
+  workdir = copy_of(reference_workdir, tmp_path)
+  # The issue's example: a huge learning rate, from the checkpoint at step 12.
+  with pytest.raises(UserError) as error:
+    train.train_and_evaluate(run_config(num_train_steps=18, learning_rate=1e30), workdir)
+  message = str(error.value)
+  found = re.match(r'non-finite loss, gradients or parameters at step (\d+); training stopped '
+                   r'without applying it \(the newest checkpoint, step (\d+) in ', message)
+  bad_step, newest = int(found[1]), int(found[2])
+  assert 12 < bad_step <= 18 and '\n' not in message
+  assert "config.nan_policy='skip'" in message and 'config.grad_clip_norm' in message
+  saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')))
+  assert saved[-1] == newest < bad_step
+  rows = merged_rows(workdir)
+  assert sorted(rows) == list(range(13, bad_step))  # Up to the step before the bad one.
+  assert all(np.isfinite(row['train/loss']) for row in rows.values())
+
+
+@pytest.mark.slow
+def test_nan_policy_skip_skips_the_step_and_trains_on(
+    tmp_path, reference_workdir, mock_fashion_mnist, monkeypatch):
+  workdir = copy_of(reference_workdir, tmp_path)
+  nan_batch_at(monkeypatch, 14)
+  state = train.train_and_evaluate(run_config(num_train_steps=15, nan_policy='skip'), workdir)
+  rows = merged_rows(workdir)
+  assert rows[14]['train/skipped_steps'] == 1 and 'train/loss' not in rows[14]
+  assert rows[13]['train/skipped_steps'] == 0 and rows[15]['train/skipped_steps'] == 0
+  assert np.isfinite(rows[15]['train/loss'])
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(jax.device_get(state.params)))
+  assert '15' in os.listdir(os.path.join(workdir, 'checkpoints'))
+
+
+# --- Metrics files after crashes --------------------------------------------------------------
+
+
+def test_metrics_rows_of_a_rerun_step_replace_the_old_ones_and_a_torn_line_is_cut(tmp_path):
+  path = str(tmp_path / 'metrics.jsonl')
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write('{"step": 1, "train/loss": 2.0}\n{"step": 2, "train/loss": 1.5}\n'
+            '{"step": 2, "eval/loss": 1.7}\n{"step": 3, "train/lo')  # Killed mid-line.
+  writer = metrics.JsonlWriter(path)  # The resumed run, from a checkpoint at step 1.
+  writer.write_scalars(2, {'train/loss': 1.25})
+  assert metrics.read_metrics(path) == {1: {'train/loss': 2.0},
+                                        2: {'train/loss': 1.25, 'eval/loss': 1.7}}
+  writer.close()
+  assert all(json.loads(line) for line in open(path, encoding='utf-8'))
+
+
+# --- Invalid configs: one line naming the key and the fix, before any compute -----------------
+
+
+CONFIG_ERRORS = [
+    ({'learning_rate': -0.01}, 'config.learning_rate=-0.01 must be positive'),
+    ({'batch_size': 0}, 'config.batch_size=0 must be positive'),
+    ({'eval_batch_size': -8}, 'config.eval_batch_size=-8 must be positive'),
+    ({'model.activation': 'gelu'},
+     "config.model.activation='gelu' is unknown; expected one of relu, tanh"),
+    ({'optimizer': 'adam'}, "config.optimizer='adam' is unknown; expected one of paper_sgd"),
+    ({'dataset': 'cifar10'}, "config.dataset='cifar10' is unknown; expected one of fashion_mnist"),
+    ({'mesh.data': 3}, 'config.mesh (data=3, model=1) does not fit the 8 devices; choose sizes '
+                       'whose product is 8'),
+    ({'mesh.model': 0}, 'config.mesh.model=0 must be a positive device count, or -1 to fill'),
+    ({'batch_size': 12}, 'config.batch_size=12 is not divisible by the 8 data-parallel devices; '
+                         'use a multiple of 8'),
+    ({'input.image_size': 32}, 'config.input.image_size=32 is too small for AlexNet with '
+                               'overlapping pooling; use at least 67'),
+    ({'momentum': 1.0}, 'config.momentum=1.0 must be in [0, 1)'),
+    ({'weight_decay': -5e-4}, 'config.weight_decay=-0.0005 must be >= 0'),
+    ({'lr_schedule': 'linear'}, "config.lr_schedule='linear' is unknown; expected one of plateau"),
+    ({'lr_schedule': 'step', 'lr_step_epochs': (60, 30)},
+     'config.lr_step_epochs=(60, 30) must be increasing positive epochs'),
+    ({'model.dropout_rate': 1.0}, 'config.model.dropout_rate=1.0 must be in [0, 1)'),
+    ({'model.towers': 3}, 'config.model.towers=3 must be 1 or 2'),
+    ({'model.pooling': 'max'}, "config.model.pooling='max' is unknown"),
+    ({'model.conv_features': (8, 16, 24, 24)},
+     'config.model.conv_features needs 5 widths and config.model.fc_features 2'),
+    ({'nan_policy': 'ignore'}, "config.nan_policy='ignore' is unknown; expected one of stop, skip"),
+    ({'grad_clip_norm': -1.0}, 'config.grad_clip_norm=-1.0 must be >= 0 (0 turns clipping off)'),
+    ({'num_eval_steps': 0}, 'config.num_eval_steps=0 must be positive, or -1 for the whole '
+                            'validation split'),
+    ({'max_checkpoints_to_keep': 0}, 'config.max_checkpoints_to_keep=0 must be positive'),
+    ({'batch_size': 128}, 'the training split has 96 examples, fewer than config.batch_size=128; '
+                          'lower the batch size'),
+]
+
+
+@pytest.mark.parametrize('overrides, message', CONFIG_ERRORS,
+                         ids=[','.join(o) for o, _ in CONFIG_ERRORS])
+def test_invalid_config_values_are_one_line_errors_before_any_compute(
+    tmp_path, mock_fashion_mnist, overrides, message):
+  workdir = str(tmp_path / 'workdir')
+  with pytest.raises(UserError) as error:
+    train.train_and_evaluate(tiny_config(**overrides), workdir)
+  assert message in str(error.value) and '\n' not in str(error.value)
+  assert not os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
+  assert not glob.glob(os.path.join(workdir, 'checkpoints', '*'))
+
+
+def test_a_checkpoint_of_another_architecture_is_a_one_line_error(
+    tmp_path, reference_workdir, mock_fashion_mnist):
+  workdir = copy_of(reference_workdir, tmp_path)
+  with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(parameter '
+                     r'conv5/bias: saved 2x8, this config 2x16\); use a new --workdir or the '
+                     'config that wrote it'):
+    train.train_and_evaluate(run_config(**{'model.conv_features': (8, 16, 24, 24, 32)}), workdir)
+
+
+def test_an_unwritable_workdir_is_a_one_line_error(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  with pytest.raises(UserError, match=r"workdir '.*a_file/run' is not writable \(.*\); pass a "
+                     'writable --workdir'):
+    train.train_and_evaluate(tiny_config(), str(blocker / 'run'))
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--config.batch_sise=64', 'error: --config.batch_sise: the config has no key \'batch_sise\'. '
+                               'Did you mean "batch_size" instead of "batch_sise"?'),
+    ('--config.model.no_such_key=1', "error: --config.model.no_such_key: the config has no key "
+                                     "'no_such_key'. Check the spelling against the config file."),
+    ('--config.batch_size=abc', "error: flag --config.batch_size=abc: invalid literal for int() "
+                                "with base 10: 'abc'; pass a value of the type the config file "
+                                'gives that key.'),
+    ('--config=configs/no_such_config.py', 'error: --config: cannot load the config file ([Errno 2] '
+                                           'No such file or directory'),
+])
+def test_command_line_config_mistakes_are_one_line_errors(tmp_path, flag, message):
+  result = subprocess.run(
+      [sys.executable, 'run.py', '--config=configs/default.py', f'--workdir={tmp_path}', flag],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2'))
+  assert result.returncode == 2
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-2000:]
