@@ -23,17 +23,25 @@ VAL_TAR = 'ILSVRC2012_img_val.tar'
 
 def validation_synsets(num_val: int) -> list[str]:
   """Synsets of ILSVRC2012_val_00000001 .. num_val, from the builder's own label file."""
-  labels_file = tfds.core.tfds_path(imagenet_common._VALIDATION_LABELS_FNAME)  # pylint: disable=W0212
+  labels_file = tfds.core.tfds_path(imagenet_common._VALIDATION_LABELS_FNAME)  # noqa: SLF001
   return labels_file.read_text().split()[:num_val]
 
 
-def _jpeg_bytes(rng: np.random.Generator, height: int, width: int, tint: np.ndarray) -> bytes:
-  # A smooth random field plus a class tint: compresses like a photo, not like noise.
+def _jpeg_bytes(rng: np.random.Generator, height: int, width: int, tint: np.ndarray,
+                texture: float) -> bytes:
+  # A smooth random field plus a class tint, plus half-resolution noise of std `texture` so the
+  # file size (and entropy-decoding work) can match photos: texture=28 gives ~110 KB at 500x375,
+  # ImageNet's average JPEG size.
   coarse = rng.uniform(0, 255, size=(max(height // 16, 2), max(width // 16, 2), 3))
   image = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BILINEAR)
-  pixels = np.clip(np.asarray(image, np.float32) * 0.6 + tint * 0.4, 0, 255).astype(np.uint8)
+  pixels = np.asarray(image, np.float32) * 0.6 + tint * 0.4
+  if texture:
+    noise = rng.normal(128, 2 * texture, (max(height // 2, 1), max(width // 2, 1), 3))
+    noise = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).resize((width, height),
+                                                                           Image.BILINEAR)
+    pixels += np.asarray(noise, np.float32) - 128
   buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, format='JPEG', quality=90)
+  Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format='JPEG', quality=90)
   return buffer.getvalue()
 
 
@@ -45,10 +53,11 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def write_fake_ilsvrc(manual_dir: str | pathlib.Path, *, num_val: int = 8,
                       train_per_class: int = 4, sizes: tuple[tuple[int, int], ...] = ((30, 40),),
-                      corrupt_train: int = 0, corrupt_val: int = 0, seed: int = 0) -> list[str]:
+                      texture: float = 0.0, corrupt_train: int = 0, corrupt_val: int = 0,
+                      seed: int = 0) -> list[str]:
   """Writes both tars into `manual_dir` and returns the sorted synsets used as classes.
 
-  `sizes` are (height, width) cycled through the images. The first `corrupt_train` training images
+  `sizes` are (height, width) cycled through the images; `texture`: see `_jpeg_bytes`. The first `corrupt_train` training images
   of the first class and the first `corrupt_val` validation images are truncated garbage that no
   JPEG decoder accepts (their header is intact, so only decoding finds out).
   """
@@ -65,7 +74,7 @@ def write_fake_ilsvrc(manual_dir: str | pathlib.Path, *, num_val: int = 8,
     nonlocal image_index
     height, width = sizes[image_index % len(sizes)]
     image_index += 1
-    return _jpeg_bytes(rng, height, width, tints[synset])
+    return _jpeg_bytes(rng, height, width, tints[synset], texture)
 
   with tarfile.open(manual_dir / TRAIN_TAR, 'w') as train_tar:
     for class_index, synset in enumerate(synsets):
