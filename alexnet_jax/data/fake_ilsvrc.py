@@ -57,9 +57,9 @@ def write_fake_ilsvrc(manual_dir: str | pathlib.Path, *, num_val: int = 8,
                       seed: int = 0) -> list[str]:
   """Writes both tars into `manual_dir` and returns the sorted synsets used as classes.
 
-  `sizes` are (height, width) cycled through the images; `texture`: see `_jpeg_bytes`. The first `corrupt_train` training images
-  of the first class and the first `corrupt_val` validation images are truncated garbage that no
-  JPEG decoder accepts (their header is intact, so only decoding finds out).
+  `sizes` are (height, width) cycled through the images; `texture`: see `_jpeg_bytes`. The first
+  `corrupt_train` training images of the first class and the first `corrupt_val` validation images
+  are garbage behind a valid JPEG header: no decoder accepts them, and only decoding finds out.
   """
   manual_dir = pathlib.Path(manual_dir)
   manual_dir.mkdir(parents=True, exist_ok=True)
