@@ -79,7 +79,9 @@ def prepare_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
 
 
 def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-  images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+  batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
+  images = np.concatenate([images for images, _ in batches])
+  labels = np.concatenate([labels for _, labels in batches])
   return images, labels.astype(np.int32)
 
 
