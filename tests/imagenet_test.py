@@ -2,12 +2,15 @@
 
 import collections
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from alexnet_jax import metrics
 from alexnet_jax.data import create_dataset, fake_ilsvrc, imagenet, preprocessing
 from alexnet_jax.errors import UserError
 from configs import imagenet as imagenet_config
@@ -225,3 +228,31 @@ def test_prepared_mean_is_not_recomputed(fake, monkeypatch):
   builder = tfds.builder('imagenet2012', data_dir=str(root / 'data'))
   mean = imagenet.load_or_compute_mean(builder, _config(root / 'data'), decode=None)
   assert mean.shape == (24, 24, 3)
+
+
+@pytest.mark.slow
+def test_run_py_trains_and_evaluates_on_the_fake_tars(tmp_path):
+  root, _ = _prepare(tmp_path, corrupt_train=1, corrupt_val=1)
+  workdir = tmp_path / 'workdir'
+  overrides = {
+      'data_dir': root / 'data', 'manual_dir': root / 'manual',
+      'model.conv_features': '(8,16,24,24,16)', 'model.fc_features': '(32,32)',
+      'input.resize_size': 76, 'input.image_size': 67, 'input.mean_num_images': 16,
+      'input.shuffle_buffer': 64, 'batch_size': 8, 'eval_batch_size': 8, 'num_train_steps': 5,
+      'log_every_steps': 1, 'eval_every_steps': 5, 'checkpoint_every_steps': 5}
+  command = [sys.executable, 'run.py', '--config=configs/imagenet.py', f'--workdir={workdir}']
+  command += [f'--config.{key}={value}' for key, value in overrides.items()]
+  result = subprocess.run(command, cwd=pathlib.Path(__file__).parent.parent, capture_output=True,
+                          text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = metrics.read_jsonl(str(workdir / 'metrics.jsonl'))
+  evals = [r for r in rows if 'eval/top1_error' in r]
+  assert [r['step'] for r in evals] == [5]
+  for prefix in ('eval', 'eval_ten_crop'):
+    assert 0 <= evals[0][f'{prefix}/top5_error'] <= evals[0][f'{prefix}/top1_error'] <= 1
+  train_rows = [r for r in rows if 'train/loss' in r]
+  assert [r['step'] for r in train_rows] == [1, 2, 3, 4, 5]
+  assert all(np.isfinite(r['train/loss']) for r in train_rows)
+  # 32 training images, 4 steps per epoch: the corrupt one was met once in epoch 0 (and maybe in
+  # epoch 1's first step); the validation one once per evaluation.
+  assert train_rows[-1]['input/corrupt_images_train'] >= 1
