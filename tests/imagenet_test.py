@@ -153,6 +153,9 @@ def test_eval_images_are_the_centre_crop_minus_the_per_pixel_training_mean(fake)
   square = preprocessing.decode_center_square(first_val['image'], 24).numpy()
   expected = (square - cached)[2:21, 2:21]  # Centre 19 of 24: offset (24 - 19) // 2 = 2.
   np.testing.assert_allclose(next(dataset.eval_batches['']())['image'][0], expected, atol=1e-4)
+  unit_range = create_dataset(_config(root / 'data', pixel_range=1.0))
+  np.testing.assert_allclose(next(unit_range.eval_batches['']())['image'][0], expected / 255,
+                             atol=1e-6)
 
 
 def test_per_channel_mean_and_random_resized_crop_options(fake):

@@ -161,7 +161,7 @@ class _CorruptCounter:
 
 def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
                          decode: Callable[[tf.Tensor], tf.Tensor]) -> np.ndarray:
-  """The per-pixel training mean [S, S, 3] of the first `mean_num_images` training records.
+  """The per-pixel training mean [S, S, 3] (0-255) of the first `mean_num_images` training images.
 
   The records are in the order TFDS wrote them, which TFDS shuffles, so they are a fair sample;
   every process computes the same array. It is cached next to the prepared data.
@@ -213,7 +213,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   def decode_center_square(jpeg: tf.Tensor) -> tf.Tensor:
     return preprocessing.decode_center_square(jpeg, resize_size) * (pixel_range / 255.0)
 
-  mean_image = load_or_compute_mean(builder, config, decode_center_square) * (pixel_range / 255.0)
+  mean_image = load_or_compute_mean(  # On the 0-255 scale, whatever pixel_range is.
+      builder, config, lambda jpeg: preprocessing.decode_center_square(jpeg, resize_size))
+  mean_image = mean_image * (pixel_range / 255.0)
   if inp.mean_subtraction == 'per_channel' or inp.augmentation == 'random_resized_crop':
     mean = tf.constant(mean_image.mean(axis=(0, 1)))  # Random-resized crops have no fixed pixels.
   else:
