@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Silence TensorFlow's start-up banner.
 
 from absl import app, flags, logging  # noqa: E402
+import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.',
@@ -36,32 +37,25 @@ class _ProjectInfoOnly(pylogging.Filter):
     return own or record.levelno >= pylogging.WARNING
 
 
-def _fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with command-line config mistakes told in one line, not a traceback."""
+  """absl's parser, with a one-line error for an override of a field the config lacks."""
   try:
-    remaining = flags.FLAGS(argv)
-  except flags.Error as e:  # A value of the wrong type, e.g. --config.batch_size=abc.
-    _fail(f'{e}; pass a value of the type the config file gives that key.')
-  except (KeyError, AttributeError) as e:  # ml_collections: --config.<key> not in the config.
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+  except (AttributeError, KeyError) as e:
     while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message)).
       e = e.args[0]
-    key, _, hint = str(e.args[0] if e.args else e).partition('\n')
+    # ml_collections' message: "'key'" and maybe "\nDid you mean "other" instead of "key"?".
+    key, _, did_you_mean = str(e.args[0] if e.args else e).partition('\n')
     key = key.strip('\'"')
-    flag = next((arg.split('=')[0] for arg in argv if arg.startswith('--config.')
-                 and arg.split('=')[0].endswith(f'.{key}')), f'--config.{key}')
-    _fail(f'{flag}: the config has no key {key!r}. '
-          f'{hint or "Check the spelling against the config file."}')
-  try:
-    _CONFIG.value.keys()  # A file that failed to load raises only when the config is used.
-  except OSError as e:
-    _fail(f'--config: cannot load the config file ({str(e).strip().splitlines()[-1].strip()}); '
-          'pass a config file such as configs/default.py.')
-  return remaining
+    flag = next((arg.split('=')[0] for arg in argv
+                 if arg.startswith('--config.') and arg.split('=')[0].endswith(f'.{key}')),
+                f'--config.{key}')
+    print(f'error: {flag} names a field the config does not have. '
+          f'{did_you_mean or "Check its spelling against the config file"} (run with --helpfull '
+          'to list the fields).', file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
@@ -76,8 +70,13 @@ def main(argv):
   from alexnet_jax.errors import UserError
 
   try:
+    config = _CONFIG.value
+    if not isinstance(config, ml_collections.ConfigDict):  # config_flags defers load errors.
+      filename = config_flags.get_config_filename(flags.FLAGS['config'])
+      raise UserError(f'cannot load --config={filename} (no such file, or it failed to import); '
+                      'pass a config file such as configs/default.py.')
     if _SUMMARY.value:
-      print(summary.parameter_table(_CONFIG.value))
+      print(summary.parameter_table(config))
       return
     if not _WORKDIR.value:
       raise UserError('--workdir is required: the directory for checkpoints and metrics.')
@@ -87,7 +86,7 @@ def main(argv):
     logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                  jax.devices())
     with preemption.STOP:  # SIGTERM/SIGINT: finish the step, save, exit 0.
-      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+      train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
