@@ -115,14 +115,16 @@ class Checkpointer:
     """
     unreadable = []
     for step in sorted(self._manager.all_steps(), reverse=True):
-      try:
-        with _quiet_abandoned_reads():
-          restored = self._restore(step, abstract_state)
-      except UserError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
+      with _quiet_abandoned_reads():
+        try:
+          restored, problem = self._restore(step, abstract_state), None
+        except UserError:
+          raise
+        except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
+          problem = one_line(e)  # Not the exception: its frames would keep the reads alive.
+      if problem:
         logging.warning('Checkpoint step %d in %s is unreadable (%s); trying an older one.',
-                        step, self.directory, one_line(e))
+                        step, self.directory, problem)
         unreadable.append(step)
         continue
       for bad_step in unreadable:
