@@ -155,18 +155,6 @@ def test_sigterm_and_sigkills_at_random_moments_resume_to_the_same_run(
   assert not glob.glob(os.path.join(workdir, 'checkpoints', '*tmp*'))
 
 
-def test_a_half_written_step_is_never_restored(tmp_path, reference_workdir):
-  workdir = copy_of(reference_workdir, tmp_path)
-  # What a save killed half way leaves: Orbax renames the directory only once it is complete.
-  partial = os.path.join(workdir, 'checkpoints', '15.orbax-checkpoint-tmp')
-  shutil.copytree(os.path.join(workdir, 'checkpoints', '12'), partial)
-  os.remove(os.path.join(partial, 'state', 'manifest.ocdbt'))
-  ckpt = checkpoint.Checkpointer(workdir)
-  assert ckpt.latest_step() == 12
-  ckpt.close()  # Waits for the clean-up of leftover temporary directories, started at creation.
-  assert not os.path.exists(partial)  # So that they do not fill the disk.
-
-
 # --- Corrupt checkpoints --------------------------------------------------------------------------
 
 
@@ -204,6 +192,24 @@ def save_small_steps(workdir, steps):
   for step in steps:
     ckpt.save(step, small_state(step), {'step': step}, {'plateau': {}})
   ckpt.wait_until_finished()
+  ckpt.close()
+
+
+def test_a_half_written_step_is_never_restored_and_gets_removed(tmp_path):
+  workdir = str(tmp_path)
+  save_small_steps(workdir, [1])
+  # What a save killed half way leaves: Orbax renames the directory only once it is complete.
+  partial = os.path.join(workdir, 'checkpoints', '2.orbax-checkpoint-tmp')
+  shutil.copytree(os.path.join(workdir, 'checkpoints', '1'), partial)
+  os.remove(os.path.join(partial, 'state', 'manifest.ocdbt'))
+  ckpt = checkpoint.Checkpointer(workdir)
+  assert ckpt.latest_step() == 1
+  step, state, _, _ = ckpt.restore_latest(jax.eval_shape(lambda: small_state(0)))
+  assert step == 1
+  # Removed in the background from the start on, certainly before the next save begins.
+  ckpt.save(2, state, {'step': 2}, {'plateau': {}})
+  ckpt.wait_until_finished()
+  assert sorted(os.listdir(ckpt.directory)) == ['1', '2']
   ckpt.close()
 
 
