@@ -101,6 +101,8 @@ class Checkpointer:
         f'{message} Free disk space or make --workdir writable, then rerun the same command: '
         'training resumes from the newest complete checkpoint.')
     if final or self._consecutive_failed_saves >= MAX_CONSECUTIVE_FAILED_SAVES:
+      with contextlib.suppress(Exception):  # Let Orbax's writer threads end before we exit.
+        self._manager.close()
       raise UserError(self._failed_save_message) from error
     logging.error('%s Training continues; the next checkpoint retries (%d of %d failures allowed '
                   'in a row).', message, self._consecutive_failed_saves,

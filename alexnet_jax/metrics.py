@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from clu import metric_writers
 
 
@@ -100,10 +101,37 @@ def create_writer(workdir: str, is_main_process: bool) -> metric_writers.MetricW
   """TensorBoard event files and metrics.jsonl in workdir on process 0; nothing elsewhere."""
   if not is_main_process:
     return metric_writers.MultiWriter([])
-  return metric_writers.MultiWriter([
+  return _WriteErrorsReported([
       metric_writers.SummaryWriter(workdir),
       JsonlWriter(os.path.join(workdir, 'metrics.jsonl')),
   ])
+
+
+class _WriteErrorsReported(metric_writers.MultiWriter):
+  """A full disk must not end training: a failed metrics write is reported once and skipped."""
+
+  def __init__(self, writers):
+    super().__init__(writers)
+    self._reported = False
+
+  def _guarded(self, write, *args) -> None:
+    try:
+      write(*args)
+    except Exception as e:  # pylint: disable=broad-except  # OSError, TensorFlow's own errors.
+      if not self._reported:
+        first_line = (str(e).strip().splitlines() or [''])[0][:200]
+        logging.error('Could not write metrics (%s: %s); training goes on, rows are lost until '
+                      'writing works again.', type(e).__name__, first_line)
+        self._reported = True
+
+  def write_scalars(self, step, scalars):
+    self._guarded(super().write_scalars, step, scalars)
+
+  def write_hparams(self, hparams):
+    self._guarded(super().write_hparams, hparams)
+
+  def flush(self):
+    self._guarded(super().flush)
 
 
 def _drop_torn_last_line(path: str) -> None:
