@@ -859,31 +859,41 @@ def load_checkpoint_params(path: str) -> Any:
   return params
 
 
-def main(argv: Sequence[str]) -> None:
-  from absl import app
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = FLAGS.config
-  if config is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/imagenet.py')
-  try:
-    params = load_checkpoint_params(FLAGS.checkpoint) if FLAGS.checkpoint else None
-    rows = report(config, params)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  source = f'checkpoint {FLAGS.checkpoint}' if FLAGS.checkpoint else 'freshly initialised'
-  print(f'AlexNet paper conformance: {" ".join(sys.argv[1:])} ({source})\n')
+def run(config: ml_collections.ConfigDict, checkpoint: str | None = None,
+        title: str = '') -> int:
+  """Prints the report; returns the exit status: 0 when every row matches, 1 otherwise."""
+  params = load_checkpoint_params(checkpoint) if checkpoint else None
+  rows = report(config, params)
+  source = f'checkpoint {checkpoint}' if checkpoint else 'freshly initialised'
+  print(f'AlexNet paper conformance: {title} ({source})\n')
   print(format_rows(rows))
   print()
   print(summary(rows))
-  sys.exit(0 if all(r.status != 'DIFFERS' for r in rows) else 1)
+  return exit_status(rows)
+
+
+def exit_status(rows: list[Row]) -> int:
+  return 0 if all(r.status != 'DIFFERS' for r in rows) else 1
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import app, flags
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = flags.FLAGS.config
+  if config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/imagenet.py')
+  try:
+    status = run(config, flags.FLAGS.checkpoint, title=' '.join(sys.argv[1:]))
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    status = 2
+  sys.exit(status)
 
 
 if __name__ == '__main__':
   from absl import app, flags
   from ml_collections import config_flags
-  FLAGS = flags.FLAGS
   config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/imagenet.py.',
                                   lock_config=True)
   flags.DEFINE_string('checkpoint', None, 'Report on the params of this Orbax checkpoint (a '
