@@ -209,39 +209,38 @@ def _layer_rows(spec: LayerSpec, expected: dict[str, Any], trace: '_LayerTrace',
     rows += _lrn_rows(spec, probe.lrn(index), trace)
     pool, pooled = probe.pooling(index)
     paper_pool = _pool_str(spec.pool, (expected['pooled_side'],) * 2 + (spec.features,))
-    rows.append(_row(name, 'max-pool', paper_pool, _pool_str(pool, pooled),
-                     pool == spec.pool and (spec.pool is None or tuple(pooled) == (
-                         expected['pooled_side'],) * 2 + (spec.features,))))
+    # Window and stride; the sizes have the output rows.
+    rows.append(_row(name, 'max-pool', paper_pool, _pool_str(pool, pooled), pool == spec.pool))
   macs = sum(op['macs'] for op in ops)
   rows.append(_row(name, 'multiply-adds', f'{expected["macs"]:,}', f'{macs:,}',
                    macs == expected['macs']))
   return rows
 
 
+def _channels(count: int) -> str:
+  return f'{count} channel' + ('s' if count != 1 else '')
+
+
 def _sees_row(spec: LayerSpec, expected: dict[str, Any], seen: list[tuple[int, int]],
               input_channels: int) -> Row:
-  """Which input channels each tower's kernels see, from the layer's gradient."""
+  """Which input channels each tower's kernels see, from the layer's gradient.
+
+  Compared by structure (all channels, or each tower its own); the widths have their own rows."""
   fan_in = expected['fan_in_channels']
   paper_total = fan_in * (spec.split if spec.sees == 'own' else 1)
-  if spec.is_conv and spec.name == 'conv1':
-    paper = f'the image: all {fan_in} channels'
-  elif spec.sees == 'own':
-    paper = f'own tower: {fan_in} of {paper_total} channels'
+  image = 'the image: ' if spec.name == 'conv1' else ''
+  if spec.sees == 'own':
+    paper = f'own tower: {fan_in} of {_channels(paper_total)}'
   else:
-    paper = f'all {paper_total} channels'
+    paper = f'{image}all {_channels(paper_total)}'
   widths = {hi - lo for lo, hi in seen}
   if all(lo == 0 and hi == input_channels for lo, hi in seen):
-    measured = (f'the image: all {input_channels} channels' if spec.name == 'conv1'
-                else f'all {input_channels} channels')
-    kind = 'all'
+    measured, kind = f'{image}all {_channels(input_channels)}', 'all'
   elif len(widths) == 1 and [lo for lo, _ in seen] == [t * min(widths) for t in range(len(seen))]:
-    measured = f'own tower: {min(widths)} of {input_channels} channels'
-    kind = 'own'
+    measured, kind = f'own tower: {min(widths)} of {_channels(input_channels)}', 'own'
   else:
-    measured = 'channels ' + ', '.join(f'[{lo}, {hi})' for lo, hi in seen)
-    kind = 'other'
-  ok = kind == spec.sees and input_channels == paper_total and (
-      kind == 'all' or min(widths) == fan_in)
+    measured, kind = 'channels ' + ', '.join(f'[{lo}, {hi})' for lo, hi in seen), 'other'
+  ok = kind == spec.sees and (kind != 'own' or len(seen) == spec.split)
   return _row(spec.name, 'kernels see', paper, measured, ok)
 
 
@@ -271,8 +270,10 @@ def _lrn_rows(spec: LayerSpec, lrn: dict[str, Any] | None, trace: '_LayerTrace')
       measured_window = f'within each tower ({len(groups)} x {groups[0]} channels)'
     else:
       measured_window = 'within channel groups ' + ' + '.join(map(str, groups))
+    # Compared by structure: the window stops at each of the towers' edges.
     rows.append(_row(name, 'LRN window', paper_window, measured_window,
-                     groups == [per_tower] * spec.split))
+                     len(groups) == spec.split and len(set(groups)) == 1
+                     and trace.output_channels == sum(groups)))
   return rows
 
 
