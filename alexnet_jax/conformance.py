@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 import scipy.optimize
 
+from alexnet_jax import checkpoint as checkpoint_lib
 from alexnet_jax import models
 from alexnet_jax.errors import UserError
 
@@ -836,34 +837,10 @@ def _fit_lrn(amplitudes: np.ndarray, ratio: np.ndarray) -> tuple[float, float, f
 # Checkpoints and the command line.
 
 
-def load_checkpoint_params(path: str) -> Any:
-  """The params of an Orbax checkpoint: a workdir, its `checkpoints` directory (latest step), or
-  one step's directory. The train state is item 'state' with field 'params'."""
-  import orbax.checkpoint as ocp  # Only needed here; keeps the model-only report light.
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
-    path = os.path.join(path, 'checkpoints')
-  if not os.path.isdir(path):
-    raise UserError(f'--checkpoint={path} is not a directory.')
-  if os.path.isdir(os.path.join(path, 'state')):  # One step's directory.
-    state = ocp.StandardCheckpointer().restore(os.path.join(path, 'state'))
-  else:
-    manager = ocp.CheckpointManager(path, item_names=('state',))
-    step = manager.latest_step()
-    if step is None:
-      raise UserError(f'no checkpoint found under {path}.')
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
-        'state']
-  params = state['params'] if isinstance(state, dict) else getattr(state, 'params', None)
-  if params is None:
-    raise UserError(f'the checkpoint under {path} has no state.params.')
-  return params
-
-
 def run(config: ml_collections.ConfigDict, checkpoint: str | None = None,
         title: str = '') -> int:
   """Prints the report; returns the exit status: 0 when every row matches, 1 otherwise."""
-  params = load_checkpoint_params(checkpoint) if checkpoint else None
+  params = checkpoint_lib.restore_params(checkpoint) if checkpoint else None
   rows = report(config, params)
   source = f'checkpoint {checkpoint}' if checkpoint else 'freshly initialised'
   print(f'AlexNet paper conformance: {title} ({source})\n')

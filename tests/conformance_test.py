@@ -7,10 +7,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import conformance, models
+from alexnet_jax import checkpoint, conformance, models, train
 from alexnet_jax.errors import UserError
 from configs import default, imagenet, torchvision
 
@@ -135,36 +134,21 @@ def test_torchvision_variant():
   assert ('conv3', 'kernel, stride, pad') not in _differs(rows)
 
 
-def test_embedded_default_init_and_sizes_differ():
-  rows = conformance.report(default.get_config())
-  assert _row(rows, 'input', 'image').measured == '99x99x1'
-  # He init: conv1's 11*11*1 fan-in gives std sqrt(2 / 121) = 0.1286 (5808 weights: +-0.0012).
-  init = _row(rows, 'conv1', 'init')
-  assert init.status == 'DIFFERS' and abs(float(init.measured.split()[1]) - 0.1286) < 0.005
-  assert _row(rows, 'conv1', 'activation').status == 'match'
-  assert _row(rows, 'conv1', 'LRN').status == 'match'
-  assert _row(rows, 'fc8', 'units').measured == '10'
-
-
-def _save_checkpoint(directory, params):
-  manager = ocp.CheckpointManager(directory, item_names=('state',),
-                                  options=ocp.CheckpointManagerOptions(create=True))
-  manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(
-      {'params': params, 'step': jnp.int32(7)})))
-  manager.wait_until_finished()
-  manager.close()
-
-
 def test_reports_a_checkpoints_params(tmp_path):
   config = default.get_config()
   model = models.create_model(config.model)
-  params = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 99, 99, 1)))['params']
-  _save_checkpoint(str(tmp_path / 'checkpoints'), params)
-  loaded = conformance.load_checkpoint_params(str(tmp_path))
-  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), loaded, params))
+  tx = train.create_optimizer(config)
+  state = jax.jit(lambda key: train.create_train_state(model, tx, key, (99, 99, 1)))(
+      jax.random.key(3))
+  saver = checkpoint.Checkpointer(str(tmp_path))
+  saver.save(7, state, {'step': 7}, {})
+  saver.wait_until_finished()
+  saver.close()
+  loaded = checkpoint.restore_params(str(tmp_path))
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), loaded, state.params))
   rows = conformance.report(config, loaded)
   assert {r.status for r in rows if r.item == 'init'} == {'n/a'}
-  count = sum(leaf.size for leaf in jax.tree.leaves(params))
+  count = sum(leaf.size for leaf in jax.tree.leaves(state.params))
   assert _row(rows, 'total', 'parameters').measured == f'{count:,}'
   assert _row(rows, 'conv2', 'kernels see').measured == 'own tower: 24 of 48 channels'
 
@@ -173,14 +157,23 @@ def test_reports_a_checkpoints_params(tmp_path):
     conformance.report(config, loaded)
 
 
-def test_command_line_exit_status_and_overrides():
+@pytest.mark.slow
+def test_command_line_on_the_embedded_default():
   env = dict(os.environ, PYTHONPATH=os.getcwd())
   command = [sys.executable, '-m', 'alexnet_jax.conformance', '--config=configs/default.py',
-             '--config.model.init=paper']
-  result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+             '--config.model.lrn_k=1']
+  result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
   assert result.returncode == 1, result.stderr
-  assert '| conv1   | init' in result.stdout and 'std 0.0100' in result.stdout
+  rows = {tuple(cell.strip() for cell in line.split('|')[1:3]): line.split('|')[3:6]
+          for line in result.stdout.splitlines() if line.startswith('| ')}
+  assert rows['input', 'image'][1].strip() == '99x99x1'
+  assert rows['conv1', 'LRN'][1].strip().startswith('k=1 n=5')  # The override took effect.
+  # He init: conv1's 11*11*1 fan-in gives std sqrt(2 / 121) = 0.1286 (5808 weights: +-0.0012).
+  init = rows['conv1', 'init'][1].split()
+  assert abs(float(init[1]) - 0.1286) < 0.005 and rows['conv1', 'init'][2].strip() == 'DIFFERS'
+  assert rows['fc8', 'units'][1].strip() == '10'
   assert result.stdout.strip().splitlines()[-1].startswith('conformance: ')
+
   missing = subprocess.run(command[:4] + ['--checkpoint=/nonexistent'], capture_output=True,
-                           text=True, env=env, timeout=300)
+                           text=True, env=env, timeout=600)
   assert missing.returncode == 2 and 'error:' in missing.stderr
