@@ -12,13 +12,13 @@ from the model itself, never read from the config:
   - activation, LRN constants and window, pooling and dropout by running what lies between two
     layers on crafted inputs (the layer's output is replaced through `nn.intercept_methods`);
   - parameter count from the parameter tree, init statistics from a freshly initialised model.
-Each row is marked match / DIFFERS; the exit status is 0 only when no row differs.
+Each row is marked match / DIFFERS; the exit status is 0 only when no row differs. See
+docs/conformance.md for the tables of the shipped configs.
 """
 
 import dataclasses
 import functools
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
