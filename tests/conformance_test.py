@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from alexnet_jax import checkpoint, conformance, models, train
@@ -137,9 +138,10 @@ def test_torchvision_variant():
 def test_reports_a_checkpoints_params(tmp_path):
   config = default.get_config()
   model = models.create_model(config.model)
-  tx = train.create_optimizer(config)
-  state = jax.jit(lambda key: train.create_train_state(model, tx, key, (99, 99, 1)))(
-      jax.random.key(3))
+  abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 99, 99, 1)))['params']
+  rng = np.random.default_rng(3)  # Stand-in trained weights; no init compile needed.
+  params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), abstract)
+  state = train.TrainState(step=jnp.int32(7), params=params, opt_state=())
   saver = checkpoint.Checkpointer(str(tmp_path))
   saver.save(7, state, {'step': 7}, {})
   saver.wait_until_finished()
