@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from alexnet_jax import ops
+
 Array = jax.Array
 Towers = tuple[Array, ...]
 
@@ -35,24 +37,23 @@ INITS = ('paper', 'he')
 
 
 def local_response_norm(x: Array, *, k: float = 2.0, n: int = 5, alpha: float = 1e-4,
-                        beta: float = 0.75, alpha_divided_by_n: bool = False) -> Array:
+                        beta: float = 0.75, alpha_divided_by_n: bool = False,
+                        fast: bool = True) -> Array:
   """Paper §3.3 LRN over the last axis: x / (k + alpha * sum_{|j-i|<=n/2} x_j^2)^beta.
 
   The paper (and TensorFlow) does not divide alpha by n; PyTorch and Caffe do
-  (`alpha_divided_by_n=True`).
+  (`alpha_divided_by_n=True`). `fast`: the fused kernel with a hand-written gradient (ops.py).
   """
   if alpha_divided_by_n:
     alpha = alpha / n
-  half = n // 2
-  channels = x.shape[-1]
-  padded = jnp.pad(jnp.square(x), ((0, 0),) * (x.ndim - 1) + ((half, half),))
-  # A sum of n shifted slices fuses into one elementwise loop (a windowed reduce does not).
-  squares_sum = sum(padded[..., i:i + channels] for i in range(1, n))
-  squares_sum = squares_sum + padded[..., :channels]
-  return x * lax.pow(k + alpha * squares_sum, jnp.array(-beta, x.dtype))
+  if fast:
+    return ops.fused_lrn(x, k, n, alpha, beta)
+  return ops.reference_lrn(x, k=k, n=n, alpha=alpha, beta=beta)
 
 
-def max_pool(x: Array, window: int, stride: int) -> Array:
+def max_pool(x: Array, window: int, stride: int, fast: bool = True) -> Array:
+  if fast:
+    return ops.max_pool(x, window, stride)
   return nn.max_pool(x, (window, window), strides=(stride, stride), padding='VALID')
 
 
@@ -172,6 +173,8 @@ class AlexNet(nn.Module):
   dtype: Any = jnp.float32
   # Name of the mesh axis the towers are spread over when running inside jax.shard_map.
   tower_axis: str | None = None
+  # Hand-written gradients for LRN, max-pool and conv weights (ops.py): same maths, faster on CPU.
+  fast_ops: bool = True
 
   def _all_towers(self, xs: Towers) -> Array:
     """Every tower's channels, concatenated in tower order (cross-tower communication)."""
@@ -190,7 +193,8 @@ class AlexNet(nn.Module):
       return xs
     norm = lambda x: local_response_norm(x, k=self.lrn_k, n=self.lrn_n, alpha=self.lrn_alpha,
                                          beta=self.lrn_beta,
-                                         alpha_divided_by_n=self.lrn_alpha_divided_by_n)
+                                         alpha_divided_by_n=self.lrn_alpha_divided_by_n,
+                                         fast=self.fast_ops)
     if self.lrn_scope == 'per_tower':  # cuda-convnet2: the window never crosses the split.
       return tuple(norm(x) for x in xs)
     # Caffe: the window runs over all channels of both towers.
@@ -233,7 +237,7 @@ class AlexNet(nn.Module):
                                                  name=name)
     dense = lambda name, f, b: TowerDense(T, f, self.init_scheme, b, self.dtype, name=name)
     acts = lambda xs: tuple(act(x) for x in xs)
-    pool = lambda xs: tuple(max_pool(x, window, stride) for x in xs)
+    pool = lambda xs: tuple(max_pool(x, window, stride, self.fast_ops) for x in xs)
 
     before = lambda xs: self._dropout(xs, train) if self.dropout_placement == 'before' else xs
     after = lambda xs: self._dropout(xs, train) if self.dropout_placement == 'after' else xs
@@ -280,5 +284,6 @@ def create_model(model_config: Any, num_classes: int | None = None) -> nn.Module
         lrn_alpha_divided_by_n=model_config.get('lrn_alpha_divided_by_n', False),
         init_scheme=model_config.init,
         dtype=jnp.dtype(model_config.get('dtype', 'float32')),
+        fast_ops=model_config.get('fast_ops', True),
     )
   raise ValueError(f'unknown model name {name!r}')
