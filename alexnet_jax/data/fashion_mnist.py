@@ -79,7 +79,9 @@ def prepare_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
 
 
 def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-  images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+  batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
+  images = np.concatenate([images for images, _ in batches])
+  labels = np.concatenate([labels for _, labels in batches])
   return images, labels.astype(np.int32)
 
 
@@ -119,7 +121,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     def augment(images, labels, step):
       images = preprocess(images)
       if config.input.random_flip:
-        flip = tf.random.stateless_uniform([local_batch], seed=[seed, step]) < 0.5
+        # Drawn for the global batch, so a process's flips do not depend on the process count.
+        flip = tf.random.stateless_uniform([global_batch], seed=[seed, step]) < 0.5
+        flip = flip[process_index * local_batch:(process_index + 1) * local_batch]
         images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
       return {'image': images, 'label': labels}
 

@@ -1,0 +1,78 @@
+"""Orbax checkpoints of the train state, the input position and the trainer's host-side state.
+
+All Orbax calls live here so that an Orbax API change stays in one file. A checkpoint holds three
+items: 'state' (params, optimizer state, step), 'input' (the data-iterator position) and 'trainer'
+(JSON: learning-rate plateau bookkeeping). Orbax commits a step atomically, so a run killed while
+saving never leaves a half-written step behind as the latest one.
+"""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from alexnet_jax.errors import UserError
+
+
+class Checkpointer:
+  """Periodic saves into `<workdir>/checkpoints` and restore of the latest complete step."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'input': ocp.JsonCheckpointHandler(),
+                       'trainer': ocp.JsonCheckpointHandler()},
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, input_position: dict[str, int],
+           trainer_state: dict[str, Any]) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        input=ocp.args.JsonSave(input_position),
+        trainer=ocp.args.JsonSave(trainer_state)), force=True)
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, int], dict[str, Any]]:
+    """Restores `step` into the shapes and shardings of `abstract_state`."""
+    self._check_shapes(step, abstract_state)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        input=ocp.args.JsonRestore(),
+        trainer=ocp.args.JsonRestore()))
+    return restored['state'], restored['input'], restored['trainer']
+
+  def _check_shapes(self, step: int, abstract_state: Any) -> None:
+    saved = self._manager.item_metadata(step)['state']
+    saved = getattr(saved, 'tree', saved)  # Orbax wraps the metadata tree in newer versions.
+    saved_params = dict(_flatten(saved.get('params', {})))
+    expected = dict(_flatten(abstract_state.params))
+    for name in sorted(set(saved_params) | set(expected)):
+      saved_shape = getattr(saved_params.get(name), 'shape', None)
+      expected_shape = getattr(expected.get(name), 'shape', None)
+      if saved_shape is None or expected_shape is None or tuple(saved_shape) != tuple(
+          expected_shape):
+        raise UserError(
+            f'{self.directory} holds a checkpoint of a different model (parameter {name}: '
+            f'saved {_shape_str(saved_shape)}, this config {_shape_str(expected_shape)}); '
+            'use a new --workdir or the config that wrote it.')
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _flatten(tree: Any) -> list[tuple[str, Any]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return [('/'.join(str(getattr(k, 'key', k)) for k in path), leaf) for path, leaf in leaves]
+
+
+def _shape_str(shape) -> str:
+  return 'nothing' if shape is None else 'x'.join(map(str, shape)) or 'scalar'

@@ -1,0 +1,46 @@
+"""Shared test fixtures: a tiny config and mocked Fashion-MNIST data."""
+
+import os
+
+# Several CPU devices for the sharding tests; must be set before JAX initialises its backend.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from configs import default  # noqa: E402
+
+tf.config.set_visible_devices([], 'GPU')
+
+
+def tiny_config(**overrides):
+  """The default config shrunk to seconds: small widths, 67x67 inputs, a few steps."""
+  config = default.get_config()
+  config.model.conv_features = (8, 16, 24, 24, 16)
+  config.model.fc_features = (32, 32)
+  config.input.image_size = 67
+  config.batch_size = 16
+  config.eval_batch_size = 16
+  config.num_train_steps = 6
+  config.log_every_steps = 1
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.num_eval_steps = 2
+  config.lr_schedule = 'constant'
+  config.mesh.data = -1  # All (8 forced CPU) devices: the batch is split over them.
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+@pytest.fixture
+def mock_fashion_mnist():
+  """Random Fashion-MNIST-shaped data through the real builder API (tfds.testing.mock_data)."""
+  with tfds.testing.mock_data(num_examples=96):
+    yield
