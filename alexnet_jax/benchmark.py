@@ -68,7 +68,7 @@ def _train_fns(config: ml_collections.ConfigDict, model: Any) -> tuple[Callable,
   return init, step, 'benchmark-local equivalent step'
 
 
-def _matmul_flops(jaxpr: jax.extend.core.Jaxpr) -> float:
+def _matmul_flops(jaxpr: Any) -> float:
   """2 x multiply-adds of every convolution and matrix product in a jaxpr (sub-jaxprs included)."""
   total = 0.0
   for eqn in jaxpr.eqns:
@@ -82,8 +82,11 @@ def _matmul_flops(jaxpr: jax.extend.core.Jaxpr) -> float:
       lhs = eqn.invars[0].aval
       total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
           lhs.shape[d] for d in contracting)
-    for sub in jax.core.jaxprs_in_params(eqn.params):
-      total += _matmul_flops(getattr(sub, 'jaxpr', sub))
+    for param in eqn.params.values():  # Sub-computations: custom_vjp, pjit, remat, cond.
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        sub = getattr(sub, 'jaxpr', sub)
+        if hasattr(sub, 'eqns'):
+          total += _matmul_flops(sub)
   return total
 
 
