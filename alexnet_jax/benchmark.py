@@ -1,11 +1,12 @@
 """Times the jitted training step and the inference step of the configured model on this machine.
 
-    python -m alexnet_jax.benchmark --config=configs/imagenet.py --batch_size=128 --steps=10 [--json]
+    python -m alexnet_jax.benchmark --config=configs/imagenet.py --batch_size=128 --steps=10 \
+        [--json]
 
 Warm-up (compilation and the first steps) is excluded; each reported time is the median of
-`--steps` single-step timings, each ended by `block_until_ready`. The training step is the trainer's
-own step (`alexnet_jax.train.train_step`: SGD with momentum and weight decay, cross-entropy, dropout)
-when the trainer is available, else an equivalent one defined here. Compare the compute paths with
+`--steps` single-step timings, each ended by `block_until_ready`. The training step is the
+trainer's own step (`alexnet_jax.train.train_step`: SGD with momentum and weight decay,
+cross-entropy, dropout) when the trainer is available, else an equivalent one defined here. Compare the compute paths with
 `--config.model.fast_ops=False` and `--config.model.dtype=bfloat16`.
 """
 
