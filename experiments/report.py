@@ -285,6 +285,8 @@ def write_csv(results: Results, path: str) -> None:
     writer.writerow(['ablation', 'variant', 'finished', 'seeds', 'errors']
                     + [f'{k}_{s}' for k in keys for s in ('mean', 'std')])
     for ablation in results.sweep.ablations:
+      if not ablation.applies_to(results.dataset):
+        continue
       for variant in ablation.variants:
         if variant not in results.summaries:
           continue
@@ -333,7 +335,8 @@ def plot(results: Results, ablation: sweeps.Ablation, path: str) -> None:
     axis.set_ylabel('error (%)')
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    if axis.get_legend_handles_labels()[0]:
+      axis.legend(fontsize=8)
   suffix = f' ({results.seeds} seeds: mean, band = min..max)' if results.seeds > 1 else ''
   fig.suptitle(f'{ablation.title} — {results.dataset}{suffix}')
   fig.tight_layout()

@@ -19,19 +19,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from alexnet_jax import models, train  # noqa: E402
 from experiments import sweep as sweep_runner  # noqa: E402
 from experiments import sweeps  # noqa: E402
 
-_SWEEP = flags.DEFINE_enum('sweep', 'ablations', list(sweeps.SWEEPS), 'Which sweep to time.')
-_BASE = config_flags.DEFINE_config_file('base_config', 'configs/default.py', 'Base config file.')
+# --sweep, --base_config (with its overrides) and --seeds are sweep.py's flags.
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Round-robin rounds over the variants.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed training steps per variant per round.')
 _TRAIN_EXAMPLES = flags.DEFINE_integer('train_examples', 60000, 'Training split size.')
 _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', 10000, 'Evaluation split size.')
-_SEEDS = flags.DEFINE_integer('seeds', None, 'Seeds per variant (default: the sweep\'s).')
 
 
 def _timed_steps(config):
@@ -65,9 +62,9 @@ def _timed_steps(config):
 
 def main(argv):
   del argv
-  sweep = sweeps.SWEEPS[_SWEEP.value]
-  base = sweep_runner.budgeted_base(sweep, _BASE.value, 'base_config', quick=False)
-  seeds = _SEEDS.value or sweep.default_seeds
+  sweep = sweeps.SWEEPS[flags.FLAGS.sweep]
+  base = sweep_runner.budgeted_base(sweep, flags.FLAGS.base_config, 'base_config', quick=False)
+  seeds = flags.FLAGS.seeds or sweep.default_seeds
   variants = sweeps.unique_variants(sweep, base.dataset)
   configs = {name: sweeps.apply_overrides(base, sweeps.resolve(overrides, base))
              for name, overrides in variants.items()}

@@ -132,13 +132,12 @@ def _forwarded_base_config_args(argv: Sequence[str]) -> list[str]:
 
 
 def train_in_child(config: ml_collections.ConfigDict, directory: str, variant: str,
-                   seed_index: int) -> dict[str, Any]:
-  """Trains one run in a child process that rebuilds the same config from the same flags."""
+                   seed_index: int, child_flags: Sequence[str]) -> dict[str, Any]:
+  """Trains one run in a child process that rebuilds the same config from `child_flags` (this
+  command's --sweep, --workdir, --quick and --base_config arguments)."""
   os.makedirs(directory, exist_ok=True)
-  command = [sys.executable, os.path.abspath(__file__), f'--sweep={_SWEEP.value}',
-             f'--workdir={_WORKDIR.value}', f'--only_run={variant}:{seed_index}',
-             f'--quick={_QUICK.value}', '--isolation=inprocess',
-             *_forwarded_base_config_args(sys.argv)]
+  command = [sys.executable, os.path.abspath(__file__), *child_flags,
+             f'--only_run={variant}:{seed_index}', '--isolation=inprocess']
   start = time.perf_counter()
   with open(os.path.join(directory, 'log.txt'), 'a', encoding='utf-8') as log:
     returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
@@ -172,9 +171,10 @@ def plan(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, seeds: int,
 
 
 def run_sweep(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str, seeds: int, *,
-              isolation: str = 'inprocess', only: Sequence[str] | None = None,
-              train_runs: bool = True, command: str = '') -> dict[str, Any]:
-  """Trains every unfinished run, then writes the tables and figures; returns the summary."""
+              isolation: str = 'inprocess', child_flags: Sequence[str] = (),
+              only: Sequence[str] | None = None, train_runs: bool = True,
+              command: str = '') -> report.Results:
+  """Trains every unfinished run, then writes the tables and figures; returns the results."""
   for ablation in sweep.ablations:
     if not ablation.applies_to(base.dataset):
       logging.warning('ablation %s does not apply to %s: %s', ablation.name, base.dataset,
@@ -190,7 +190,7 @@ def run_sweep(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str
       continue
     logging.info('%s: training in %s', label, directory)
     if isolation == 'subprocess':
-      marker = train_in_child(config, directory, variant, seed_index)
+      marker = train_in_child(config, directory, variant, seed_index, child_flags)
     else:
       marker = train_in_process(config, directory)
     logging.info('%s: %s in %.0f s%s', label, marker['status'], marker['wall_s'],
@@ -218,8 +218,11 @@ def main(argv):
       marker = train_in_process(config, run_dir(_WORKDIR.value, variant, int(seed_index)))
       sys.exit(0 if marker['status'] == 'finished' else 1)
     command = ' '.join(['python', 'experiments/sweep.py', *sys.argv[1:]])
+    child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
+                   f'--quick={_QUICK.value}', *_forwarded_base_config_args(sys.argv)]
     results = run_sweep(sweep, base, _WORKDIR.value, seeds, isolation=_ISOLATION.value,
-                        only=_VARIANTS.value, train_runs=not _REPORT_ONLY.value, command=command)
+                        child_flags=child_flags, only=_VARIANTS.value,
+                        train_runs=not _REPORT_ONLY.value, command=command)
     print(report.console_summary(results, _WORKDIR.value))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
