@@ -269,7 +269,8 @@ def markdown(results: Results, command: str = '') -> str:
       cells = [fmt(summary[key]) for _, key, fmt in columns]
       lines.append(f'| {variant} | {_status(summary)} | ' + ' | '.join(cells) + ' |')
     lines.append('')
-    if all(v in results.summaries for v in ablation.variants):
+    # Deltas need every variant; Fig. 1 compares whichever learning rates have run.
+    if sweep.report == 'fig1' or all(v in results.summaries for v in ablation.variants):
       extra = (_fig1_lines(results, ablation) if sweep.report == 'fig1'
                else _delta_lines(results, ablation))
       lines += extra + ([''] if extra else [])

@@ -161,8 +161,8 @@ def test_steps_and_time_to_target_from_hand_written_logs(tmp_path):
 
 def test_fig1_picks_each_activations_fastest_learning_rate(tmp_path):
   ablation = sweeps.FIG1.ablations[0]
-  crossing = {'relu_lr0.01': 30, 'relu_lr0.03': 10, 'relu_lr0.1': None,
-              'tanh_lr0.01': None, 'tanh_lr0.03': 50, 'tanh_lr0.1': 40}
+  crossing = {'relu_lr0.003': 30, 'relu_lr0.01': 10, 'relu_lr0.03': None,
+              'tanh_lr0.003': None, 'tanh_lr0.01': 50, 'tanh_lr0.03': 40}
   runs = {}
   for variant, step in crossing.items():
     directory = str(tmp_path / variant)
@@ -171,7 +171,7 @@ def test_fig1_picks_each_activations_fastest_learning_rate(tmp_path):
     runs[variant] = [report.load_run(directory, variant, 0)]
   results = report.Results(sweeps.FIG1, 'fashion_mnist', 10, 1, (0.25,), 5, runs,
                            {v: report.summarize(r, (0.25,), 5) for v, r in runs.items()})
-  assert report.fig1_choice(results, ablation) == {'relu': 'relu_lr0.03', 'tanh': 'tanh_lr0.1'}
+  assert report.fig1_choice(results, ablation) == {'relu': 'relu_lr0.01', 'tanh': 'tanh_lr0.03'}
   assert 'tanh / relu = 4.00x' in report.markdown(results)  # Epoch 8 over epoch 2.
   report.plot(results, ablation, str(tmp_path / 'fig1.png'))
   assert matplotlib.image.imread(str(tmp_path / 'fig1.png')).shape[:2] == (420, 1100)
