@@ -293,4 +293,43 @@ def create_model(model_config: Any, num_classes: int | None = None) -> nn.Module
         dtype=jnp.dtype(model_config.get('dtype', 'float32')),
         fast_ops=model_config.get('fast_ops', True),
     )
+  if name == 'small_cnn':
+    return create_small_cnn(model_config, num_classes)
   raise ValueError(f'unknown model name {name!r}')
+
+
+class SmallCNN(nn.Module):
+  """The paper's Fig. 1 network: a four-layer CIFAR-10 CNN (three convolutions and a classifier).
+
+  The paper does not list its layers; this follows cuda-convnet's CIFAR-10 net of that era
+  (``layers-18pct``): 5x5 convolutions of 32, 32 and 64 kernels, each followed by the activation
+  and an overlapping 3/2 max-pool, then one dense layer. No normalization or dropout: Fig. 1 used
+  no regularization of any kind.
+  """
+  num_classes: int = 10
+  features: Sequence[int] = (32, 32, 64)
+  activation: str = 'relu'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images_BHWC: Array, *, train: bool = False) -> Array:
+    del train  # Nothing differs between training and evaluation.
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'unknown activation {self.activation!r}; '
+                       f'expected one of {list(ACTIVATIONS)}')
+    act = ACTIVATIONS[self.activation]
+    x = images_BHWC.astype(self.dtype)
+    for i, features in enumerate(self.features):
+      x = nn.Conv(features, (5, 5), padding=2, dtype=self.dtype, name=f'conv{i + 1}')(x)
+      # ceil-mode pooling (as cuda-convnet): 'SAME' keeps the border column of odd sizes.
+      x = nn.max_pool(act(x), (3, 3), strides=(2, 2), padding='SAME')
+    x = x.reshape(x.shape[0], -1)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
+    return logits.astype(jnp.float32)
+
+
+def create_small_cnn(model_config: Any, num_classes: int | None = None) -> SmallCNN:
+  return SmallCNN(num_classes=num_classes or model_config.num_classes,
+                  features=tuple(model_config.get('small_cnn_features', (32, 32, 64))),
+                  activation=model_config.activation,
+                  dtype=jnp.dtype(model_config.get('dtype', 'float32')))
