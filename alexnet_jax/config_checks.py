@@ -68,6 +68,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
              f'config.mesh.{axis}={size!r} must be a positive device count, or -1 to fill.')
 
   model = config.model
+  if model.get('name', 'alexnet') == 'small_cnn':
+    _validate_small_cnn(config)
+    return
   _one_of(model, 'activation', tuple(models.ACTIVATIONS), 'config.model')
   _one_of(model, 'pooling', tuple(models.POOLINGS), 'config.model')
   _one_of(model, 'lrn_scope', models.LRN_SCOPES, 'config.model')
@@ -87,3 +90,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   smallest = min_input_size(model)
   _require(size >= smallest, f'config.input.image_size={size} is too small for AlexNet with '
            f'{model.pooling} pooling; use at least {smallest}.')
+
+
+def _validate_small_cnn(config: ml_collections.ConfigDict) -> None:
+  """The Fig. 1 network (models.SmallCNN): activation, widths and an input it can pool."""
+  model = config.model
+  _one_of(model, 'activation', tuple(models.ACTIVATIONS), 'config.model')
+  _one_of(model, 'dtype', ('float32', 'bfloat16'), 'config.model')
+  widths = tuple(model.get('small_cnn_features', (32, 32, 64)))
+  _require(len(widths) > 0 and all(w > 0 for w in widths),
+           f'config.model.small_cnn_features={widths} must be positive widths.')
+  _require(config.input.image_size >= 1, 'config.input.image_size must be positive.')

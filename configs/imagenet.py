@@ -32,6 +32,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.dropout_placement = 'after'  # after: outputs of fc6/fc7 (paper) | before: inputs (torchvision).
   model.init = 'paper'  # paper: N(0, 0.01), biases 1 in conv2/4/5, fc6/7 | he: fan-in scaled.
   model.dtype = 'float32'  # Computation dtype (float32 | bfloat16); parameters stay float32.
+  model.fast_ops = True  # Hand-written LRN/pool/conv gradients (alexnet_jax/ops.py); same maths.
   return model
 
 

@@ -1,0 +1,377 @@
+"""Tables and figures of a sweep, computed from each run's metrics.jsonl.
+
+Training error is the trainer's running top-1 error over each logging interval (training mode:
+dropout and augmentation on, as the paper's Fig. 1 plots it); test error is the evaluation split's.
+Every number is a mean +- sample standard deviation over the seeds that finished.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use('Agg')  # Files only; no display on a CI machine.
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments import sweeps  # noqa: E402
+
+MARKER = 'sweep_run.json'
+# Top-5 of 10 classes is half the classes: it says little. The paper's 1000 classes need it.
+MIN_CLASSES_FOR_TOP5 = 100
+
+
+@dataclasses.dataclass
+class Run:
+  """One variant x seed: its status and curves."""
+  variant: str
+  seed_index: int
+  status: str  # finished | failed | missing
+  error: str = ''
+  wall_s: float = math.nan
+  batch_size: int = 0
+  train_steps: list[int] = dataclasses.field(default_factory=list)
+  train_top1: list[float] = dataclasses.field(default_factory=list)
+  train_seconds: list[float] = dataclasses.field(default_factory=list)  # Cumulative, no eval.
+  eval_steps: list[int] = dataclasses.field(default_factory=list)
+  eval_top1: list[float] = dataclasses.field(default_factory=list)
+  eval_top5: list[float] = dataclasses.field(default_factory=list)
+
+  def first_step_below(self, target: float) -> tuple[int, float] | None:
+    """(step, training seconds) when the training error first reached `target`."""
+    for step, error, seconds in zip(self.train_steps, self.train_top1, self.train_seconds):
+      if error <= target:
+        return step, seconds
+    return None
+
+
+def load_run(directory: str, variant: str, seed_index: int) -> Run:
+  marker_path = os.path.join(directory, MARKER)
+  if not os.path.exists(marker_path):
+    return Run(variant, seed_index, 'missing')
+  with open(marker_path, encoding='utf-8') as f:
+    marker = json.load(f)
+  run = Run(variant, seed_index, marker['status'], marker.get('error', ''), marker['wall_s'],
+            marker['config']['batch_size'])
+  metrics_path = os.path.join(directory, 'metrics.jsonl')
+  rows = []
+  if os.path.exists(metrics_path):
+    with open(metrics_path, encoding='utf-8') as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+  # A resumed run logs again from its checkpoint: the last row of each step wins.
+  by_step: dict[tuple[str, int], dict[str, float]] = {}
+  for row in rows:
+    kind = 'train' if 'train/top1_error' in row else 'eval' if 'eval/top1_error' in row else ''
+    if kind:
+      by_step[(kind, row['step'])] = row
+  seconds, previous = 0.0, 0
+  for (kind, step), row in sorted(by_step.items(), key=lambda item: item[0][1]):
+    if kind == 'train':
+      seconds += (step - previous) * run.batch_size / row['train/images_per_sec']
+      previous = step
+      run.train_steps.append(step)
+      run.train_top1.append(row['train/top1_error'])
+      run.train_seconds.append(seconds)
+    else:
+      run.eval_steps.append(step)
+      run.eval_top1.append(row['eval/top1_error'])
+      run.eval_top5.append(row['eval/top5_error'])
+  return run
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+  values = [v for v in values if v is not None and not math.isnan(v)]
+  if not values:
+    return math.nan, math.nan, 0
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return float(np.mean(values)), std, len(values)
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict) -> int | None:
+  """From the prepared TFDS builder's split size; None when unknown (plots fall back to steps)."""
+  try:
+    import tensorflow_datasets as tfds
+    builder = tfds.builder(config.dataset, data_dir=config.get('data_dir'))
+    return builder.info.splits['train'].num_examples // config.batch_size
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def summarize(runs: Sequence[Run], targets: Sequence[float],
+              epoch_steps: int | None) -> dict[str, Any]:
+  """A variant's numbers over its seeds."""
+  done = [r for r in runs if r.status == 'finished']
+  row: dict[str, Any] = {
+      'finished': len(done), 'seeds': len(runs),
+      'errors': sorted({r.error for r in runs if r.status == 'failed'}),
+      'missing': sum(r.status == 'missing' for r in runs),
+  }
+  metrics = {
+      'final_train_top1': [r.train_top1[-1] if r.train_top1 else math.nan for r in done],
+      'final_test_top1': [r.eval_top1[-1] if r.eval_top1 else math.nan for r in done],
+      'final_test_top5': [r.eval_top5[-1] if r.eval_top5 else math.nan for r in done],
+      'best_test_top1': [min(r.eval_top1) if r.eval_top1 else math.nan for r in done],
+      'wall_min': [r.wall_s / 60 for r in done],
+  }
+  for target in targets:
+    crossings = [r.first_step_below(target) for r in done]
+    key = f'{target:g}'
+    metrics[f'steps_to_{key}'] = [c[0] if c else math.nan for c in crossings]
+    metrics[f'train_min_to_{key}'] = [c[1] / 60 if c else math.nan for c in crossings]
+    if epoch_steps:
+      metrics[f'epochs_to_{key}'] = [c[0] / epoch_steps if c else math.nan for c in crossings]
+  for name, values in metrics.items():
+    row[name] = dict(zip(('mean', 'std', 'n'), _mean_std(values)))
+  return row
+
+
+@dataclasses.dataclass
+class Results:
+  sweep: sweeps.Sweep
+  dataset: str
+  num_classes: int
+  seeds: int
+  targets: tuple[float, ...]
+  epoch_steps: int | None
+  runs: dict[str, list[Run]]  # variant -> one Run per seed
+  summaries: dict[str, dict[str, Any]]  # variant -> summarize()
+
+
+def collect(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str, seeds: int,
+            planned: Sequence[tuple[str, int]]) -> Results:
+  targets = tuple(sweep.target_train_errors.get(base.dataset, (0.25,)))
+  epoch_steps = steps_per_epoch(base)
+  runs: dict[str, list[Run]] = {}
+  for variant, seed_index in planned:
+    directory = os.path.join(workdir, variant, f'seed{seed_index}')
+    runs.setdefault(variant, []).append(load_run(directory, variant, seed_index))
+  summaries = {variant: summarize(rs, targets, epoch_steps) for variant, rs in runs.items()}
+  return Results(sweep, base.dataset, base.model.num_classes, seeds, targets, epoch_steps, runs,
+                 summaries)
+
+
+def _percent(cell: dict[str, float]) -> str:
+  if cell['n'] == 0:
+    return '-'
+  return f'{100 * cell["mean"]:.2f} ± {100 * cell["std"]:.2f}'
+
+
+def _number(cell: dict[str, float], digits: int = 0) -> str:
+  if cell['n'] == 0:
+    return 'not reached'
+  return f'{cell["mean"]:.{digits}f} ± {cell["std"]:.{digits}f}'
+
+
+def _columns(results: Results) -> list[tuple[str, str, Any]]:
+  """(header, summary key, formatter) of the table columns."""
+  columns = [('final train top-1 err %', 'final_train_top1', _percent),
+             ('final test top-1 err %', 'final_test_top1', _percent)]
+  if results.num_classes >= MIN_CLASSES_FOR_TOP5:
+    columns.append(('final test top-5 err %', 'final_test_top5', _percent))
+  columns.append(('best test top-1 err %', 'best_test_top1', _percent))
+  for target in results.targets:
+    key = f'{target:g}'
+    unit, name = (('epochs', f'epochs_to_{key}') if results.epoch_steps
+                  else ('steps', f'steps_to_{key}'))
+    columns.append((f'{unit} to {100 * target:g}% train err', name,
+                    lambda c, d=(2 if unit == 'epochs' else 0): _number(c, d)))
+    columns.append((f'train min to {100 * target:g}%', f'train_min_to_{key}',
+                    lambda c: _number(c, 1)))
+  columns.append(('wall min', 'wall_min', lambda c: _number(c, 1)))
+  return columns
+
+
+def _status(summary: dict[str, Any]) -> str:
+  text = f'{summary["finished"]}/{summary["seeds"]}'
+  if summary['errors']:
+    text += ' failed: ' + '; '.join(e.replace('|', '/') for e in summary['errors'])
+  if summary['missing']:
+    text += f' ({summary["missing"]} not run)'
+  return text
+
+
+def fig1_choice(results: Results, ablation: sweeps.Ablation) -> dict[str, str]:
+  """Fig. 1: per activation, the learning rate that first reaches the first target (the paper
+  chose each net's learning rate to make training as fast as possible)."""
+  target = f'{results.targets[0]:g}'
+  best: dict[str, tuple[tuple[float, float], str]] = {}
+  for variant, overrides in ablation.variants.items():
+    if variant not in results.summaries:
+      continue
+    summary = results.summaries[variant]
+    steps = summary[f'steps_to_{target}']['mean']
+    key = (steps if summary[f'steps_to_{target}']['n'] else math.inf,
+           summary['final_train_top1']['mean'] if summary['finished'] else math.inf)
+    activation = overrides['model.activation']
+    if activation not in best or key < best[activation][0]:
+      best[activation] = (key, variant)
+  return {activation: variant for activation, (_, variant) in best.items()}
+
+
+def _delta_lines(results: Results, ablation: sweeps.Ablation) -> list[str]:
+  names = list(ablation.variants)
+  reference = results.summaries[names[0]]
+  lines = []
+  for name in names[1:]:
+    summary = results.summaries[name]
+    for key, label in (('final_test_top1', 'test top-1'), ('final_test_top5', 'test top-5')):
+      if key == 'final_test_top5' and results.num_classes < MIN_CLASSES_FOR_TOP5:
+        continue
+      if summary[key]['n'] and reference[key]['n']:
+        delta = 100 * (summary[key]['mean'] - reference[key]['mean'])
+        lines.append(f'- {name} − {names[0]}: {label} error {delta:+.2f} points')
+  return lines
+
+
+def _fig1_lines(results: Results, ablation: sweeps.Ablation) -> list[str]:
+  choice = fig1_choice(results, ablation)
+  lines = [f'- fastest learning rate per activation: '
+           + ', '.join(f'{a}: {v}' for a, v in choice.items())]
+  for target in results.targets:
+    key = f'{target:g}'
+    unit = 'epochs' if results.epoch_steps else 'steps'
+    reached = {a: results.summaries[v][f'{unit}_to_{key}'] for a, v in choice.items()}
+    text = ', '.join(f'{a} {_number(c, 2)}' for a, c in reached.items())
+    if {'relu', 'tanh'} <= set(reached) and all(reached[a]['n'] for a in ('relu', 'tanh')):
+      ratio = reached['tanh']['mean'] / reached['relu']['mean']
+      text += f'; tanh / relu = {ratio:.2f}x (paper: ~6x at 25% on CIFAR-10)'
+    lines.append(f'- {unit} to {100 * target:g}% training error: {text}')
+  return lines
+
+
+def markdown(results: Results, command: str = '') -> str:
+  sweep = results.sweep
+  lines = [f'# Sweep `{sweep.name}` on {results.dataset}', '']
+  if command:
+    lines += ['```', command, '```', '']
+  lines += [f'{results.seeds} seed(s) per variant; cells are mean ± sample std over the seeds '
+            'that finished. Training error: running top-1 over each logging interval, in '
+            'training mode. "train min": training time without evaluation.', '']
+  columns = _columns(results)
+  for ablation in sweep.ablations:
+    lines += [f'## {ablation.title}', '']
+    if not ablation.applies_to(results.dataset):
+      lines += [f'Not run on {results.dataset}: {ablation.not_applicable}', '']
+      continue
+    lines += [f'Paper: {ablation.paper_result}.', '']
+    lines.append('| variant | runs | ' + ' | '.join(h for h, _, _ in columns) + ' |')
+    lines.append('|---' * (len(columns) + 2) + '|')
+    for variant in ablation.variants:
+      if variant not in results.summaries:
+        continue
+      summary = results.summaries[variant]
+      cells = [fmt(summary[key]) for _, key, fmt in columns]
+      lines.append(f'| {variant} | {_status(summary)} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    # Deltas need every variant; Fig. 1 compares whichever learning rates have run.
+    if sweep.report == 'fig1' or all(v in results.summaries for v in ablation.variants):
+      extra = (_fig1_lines(results, ablation) if sweep.report == 'fig1'
+               else _delta_lines(results, ablation))
+      lines += extra + ([''] if extra else [])
+    lines += [f'![{ablation.name}]({ablation.name}.png)', '']
+  return '\n'.join(lines)
+
+
+def write_csv(results: Results, path: str) -> None:
+  keys = [key for key in next(iter(results.summaries.values()))
+          if key not in ('finished', 'seeds', 'errors', 'missing')]
+  with open(path, 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(['ablation', 'variant', 'finished', 'seeds', 'errors']
+                    + [f'{k}_{s}' for k in keys for s in ('mean', 'std')])
+    for ablation in results.sweep.ablations:
+      if not ablation.applies_to(results.dataset):
+        continue
+      for variant in ablation.variants:
+        if variant not in results.summaries:
+          continue
+        summary = results.summaries[variant]
+        writer.writerow([ablation.name, variant, summary['finished'], summary['seeds'],
+                         '; '.join(summary['errors'])]
+                        + [summary[k][s] for k in keys for s in ('mean', 'std')])
+
+
+def _mean_curve(runs: Sequence[Run], steps_attr: str, values_attr: str):
+  """Steps logged by every finished seed, their mean and min/max over seeds."""
+  curves = [(getattr(r, steps_attr), getattr(r, values_attr)) for r in runs
+            if r.status == 'finished' and getattr(r, steps_attr)]
+  if not curves:
+    return None
+  common = sorted(set.intersection(*(set(steps) for steps, _ in curves)))
+  table = np.array([[dict(zip(steps, values))[s] for s in common] for steps, values in curves])
+  return np.array(common), table.mean(0), table.min(0), table.max(0)
+
+
+def plot(results: Results, ablation: sweeps.Ablation, path: str) -> None:
+  variants = [v for v in ablation.variants if v in results.runs]
+  highlight = set(fig1_choice(results, ablation).values()) if results.sweep.report == 'fig1' \
+      else set(variants)
+  scale = results.epoch_steps or 1
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  panels = (('train_steps', 'train_top1', 'training top-1 error'),
+            ('eval_steps', 'eval_top1', 'test top-1 error'))
+  for axis, (steps_attr, values_attr, title) in zip(axes, panels):
+    for i, variant in enumerate(variants):
+      curve = _mean_curve(results.runs[variant], steps_attr, values_attr)
+      if curve is None:
+        continue
+      steps, mean, low, high = curve
+      x = steps / scale
+      strong = variant in highlight
+      line, = axis.plot(x, 100 * mean, label=variant, color=f'C{i}',
+                        linewidth=2 if strong else 0.8, alpha=1 if strong else 0.5,
+                        marker='o' if len(x) < 15 else None, markersize=3)
+      if results.seeds > 1:
+        axis.fill_between(x, 100 * low, 100 * high, color=line.get_color(), alpha=0.15)
+    if values_attr == 'train_top1':
+      for target in results.targets:
+        axis.axhline(100 * target, color='grey', linestyle='--', linewidth=0.8)
+    axis.set_xlabel('epochs' if results.epoch_steps else 'steps')
+    axis.set_ylabel('error (%)')
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+      axis.legend(fontsize=8)
+  suffix = f' ({results.seeds} seeds: mean, band = min..max)' if results.seeds > 1 else ''
+  fig.suptitle(f'{ablation.title} — {results.dataset}{suffix}')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def to_json(results: Results) -> dict[str, Any]:
+  return {
+      'sweep': results.sweep.name, 'dataset': results.dataset, 'seeds': results.seeds,
+      'targets': list(results.targets), 'steps_per_epoch': results.epoch_steps,
+      'not_applicable': {a.name: a.not_applicable for a in results.sweep.ablations
+                         if not a.applies_to(results.dataset)},
+      'variants': results.summaries,
+      'runs': {variant: [dataclasses.asdict(r) for r in runs]
+               for variant, runs in results.runs.items()},
+  }
+
+
+def write_all(results: Results, workdir: str, command: str = '') -> None:
+  """results.md, results.csv, results.json and <ablation>.png in `workdir`."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'results.md'), 'w', encoding='utf-8') as f:
+    f.write(markdown(results, command))
+  write_csv(results, os.path.join(workdir, 'results.csv'))
+  with open(os.path.join(workdir, 'results.json'), 'w', encoding='utf-8') as f:
+    json.dump(to_json(results), f, indent=1, allow_nan=True)
+  for ablation in results.sweep.ablations:
+    if ablation.applies_to(results.dataset):
+      plot(results, ablation, os.path.join(workdir, f'{ablation.name}.png'))
+
+
+def console_summary(results: Results, workdir: str) -> str:
+  finished = sum(s['finished'] for s in results.summaries.values())
+  total = sum(s['seeds'] for s in results.summaries.values())
+  return (f'{finished}/{total} runs finished; tables and figures in {workdir} '
+          f'(results.md, results.csv, results.json, *.png)')

@@ -1,0 +1,233 @@
+"""Runs a sweep of experiments/sweeps.py and writes its tables and figures.
+
+    python experiments/sweep.py --sweep=ablations --base_config=configs/default.py --workdir=DIR
+    python experiments/sweep.py --sweep=fig1 --base_config=configs/default.py --workdir=DIR
+    python experiments/sweep.py --sweep=ablations --workdir=/tmp/quick --quick   # CI: ~1 minute
+
+Each variant x seed trains in DIR/<variant>/seed<k> through alexnet_jax.train.train_and_evaluate,
+by default in a child process so that a crash or out-of-memory in one variant cannot take down the
+sweep. Finished runs are skipped (rerun the same command to resume; an interrupted run resumes from
+its checkpoint), a failed run is reported in the table and the sweep goes on. The results are
+DIR/results.md, results.csv, results.json and one PNG per ablation. `--base_config.KEY=VALUE`
+overrides any field of the base config, as `--config.KEY` does for run.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import ml_collections  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from alexnet_jax.errors import UserError  # noqa: E402
+from experiments import report, sweeps  # noqa: E402
+
+FLAGS = flags.FLAGS
+_SWEEP = flags.DEFINE_enum('sweep', 'ablations', list(sweeps.SWEEPS), 'Which sweep to run.')
+_BASE = config_flags.DEFINE_config_file('base_config', 'configs/default.py',
+                                        'Config every variant starts from.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the runs, tables and figures.')
+_SEEDS = flags.DEFINE_integer('seeds', None, 'Seeds per variant (default: the sweep\'s).')
+_QUICK = flags.DEFINE_bool('quick', False, 'A tiny net for a few steps: exercises the runner.')
+_VARIANTS = flags.DEFINE_list('variants', None, 'Run only these variants (default: all).')
+_ISOLATION = flags.DEFINE_enum('isolation', 'subprocess', ['subprocess', 'inprocess'],
+                               'Train each run in a child process, or in this one.')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Write tables and figures; train nothing.')
+_ONLY_RUN = flags.DEFINE_string('only_run', None, 'Internal: VARIANT:SEED_INDEX, used by the '
+                                'parent to start one run in a child process.')
+
+MARKER = 'sweep_run.json'  # Written by the runner after a run finished or failed.
+
+
+def budgeted_base(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, flag_name: str,
+                  quick: bool) -> ml_collections.ConfigDict:
+  """The base config with the sweep's budget; command-line overrides of the base still win."""
+  budget = sweeps.QUICK_BUDGET if quick else sweep.budgets.get(base.dataset, {})
+  if not budget:
+    return base
+  budgeted = sweeps.apply_overrides(base, budget)
+  command_line = config_flags.get_override_values(FLAGS[flag_name])
+  return sweeps.apply_overrides(budgeted, _flatten(command_line))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def run_dir(workdir: str, variant: str, seed_index: int) -> str:
+  return os.path.join(workdir, variant, f'seed{seed_index}')
+
+
+def read_marker(directory: str) -> dict[str, Any] | None:
+  path = os.path.join(directory, MARKER)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _write_marker(directory: str, marker: dict[str, Any]) -> None:
+  os.makedirs(directory, exist_ok=True)
+  temporary = os.path.join(directory, MARKER + '.tmp')
+  with open(temporary, 'w', encoding='utf-8') as f:
+    json.dump(marker, f, indent=2)
+  os.replace(temporary, os.path.join(directory, MARKER))  # Never a half-written marker.
+
+
+def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def is_finished(directory: str, config: ml_collections.ConfigDict) -> bool:
+  """True when this run finished before; raises if it finished with a different config."""
+  marker = read_marker(directory)
+  if marker is None or marker['status'] != 'finished':
+    return False
+  if marker['config'] != _config_json(config):
+    raise UserError(f'{directory} holds a finished run of a different config (the sweep '
+                    'definition, budget or overrides changed); use a new --workdir or delete it.')
+  return True
+
+
+def train_in_process(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]:
+  """Trains one run here; any exception becomes a 'failed' marker so the sweep can go on."""
+  from alexnet_jax import train  # Imported late: the parent of child processes never needs JAX.
+  start = time.perf_counter()
+  try:
+    train.train_and_evaluate(config, directory)
+    marker = {'status': 'finished'}
+  except Exception as e:  # pylint: disable=broad-except
+    logging.exception('run in %s failed', directory)
+    marker = {'status': 'failed', 'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300]}
+  marker.update(wall_s=time.perf_counter() - start, config=_config_json(config))
+  _write_marker(directory, marker)
+  return marker
+
+
+def _forwarded_base_config_args(argv: Sequence[str]) -> list[str]:
+  """The command line's --base_config and --base_config.KEY arguments, for a child process."""
+  forwarded, take_next = [], False
+  for arg in argv[1:]:
+    if take_next:
+      forwarded.append(arg)
+      take_next = False
+    elif arg.startswith('--base_config'):
+      forwarded.append(arg)
+      take_next = '=' not in arg
+  return forwarded
+
+
+def train_in_child(config: ml_collections.ConfigDict, directory: str, variant: str,
+                   seed_index: int, child_flags: Sequence[str]) -> dict[str, Any]:
+  """Trains one run in a child process that rebuilds the same config from `child_flags` (this
+  command's --sweep, --workdir, --quick and --base_config arguments)."""
+  os.makedirs(directory, exist_ok=True)
+  command = [sys.executable, os.path.abspath(__file__), *child_flags,
+             f'--only_run={variant}:{seed_index}', '--isolation=inprocess']
+  start = time.perf_counter()
+  with open(os.path.join(directory, 'log.txt'), 'a', encoding='utf-8') as log:
+    returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+  marker = read_marker(directory)
+  if marker is None or (returncode != 0 and marker['status'] == 'finished'):
+    # The child died before writing its marker (a crash, or killed for memory).
+    marker = {'status': 'failed', 'error': f'child process exited with status {returncode}; '
+                                           f'see {os.path.join(directory, "log.txt")}',
+              'wall_s': time.perf_counter() - start, 'config': _config_json(config)}
+    _write_marker(directory, marker)
+  return marker
+
+
+def plan(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, seeds: int,
+         only: Sequence[str] | None = None) -> list[tuple[str, int, ml_collections.ConfigDict]]:
+  """(variant, seed index, config) for every run of the sweep on the base config's data set."""
+  variants = sweeps.unique_variants(sweep, base.dataset)
+  if only:
+    unknown = sorted(set(only) - set(variants))
+    if unknown:
+      raise UserError(f'--variants: {unknown} not in sweep {sweep.name!r} on {base.dataset}; '
+                      f'choose from {sorted(variants)}.')
+    variants = {name: overrides for name, overrides in variants.items() if name in only}
+  runs = []
+  for name, overrides in variants.items():
+    config = sweeps.apply_overrides(base, sweeps.resolve(overrides, base))
+    for seed_index in range(seeds):
+      runs.append((name, seed_index, sweeps.apply_overrides(config,
+                                                            {'seed': base.seed + seed_index})))
+  return runs
+
+
+def run_sweep(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str, seeds: int, *,
+              isolation: str = 'inprocess', child_flags: Sequence[str] = (),
+              only: Sequence[str] | None = None, train_runs: bool = True,
+              command: str = '') -> report.Results:
+  """Trains every unfinished run, then writes the tables and figures; returns the results."""
+  for ablation in sweep.ablations:
+    if not ablation.applies_to(base.dataset):
+      logging.warning('ablation %s does not apply to %s: %s', ablation.name, base.dataset,
+                      ablation.not_applicable)
+  runs = plan(sweep, base, seeds, only)
+  for i, (variant, seed_index, config) in enumerate(runs):
+    directory = run_dir(workdir, variant, seed_index)
+    label = f'[{i + 1}/{len(runs)}] {variant} seed {seed_index}'
+    if is_finished(directory, config):
+      logging.info('%s: finished before, skipped', label)
+      continue
+    if not train_runs:
+      continue
+    logging.info('%s: training in %s', label, directory)
+    if isolation == 'subprocess':
+      marker = train_in_child(config, directory, variant, seed_index, child_flags)
+    else:
+      marker = train_in_process(config, directory)
+    logging.info('%s: %s in %.0f s%s', label, marker['status'], marker['wall_s'],
+                 f' ({marker["error"]})' if marker['status'] == 'failed' else '')
+  results = report.collect(sweep, base, workdir, seeds, [(v, s) for v, s, _ in runs])
+  report.write_all(results, workdir, command)
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  import tensorflow as tf  # TensorFlow only feeds data: keep it off any accelerator JAX needs.
+  tf.config.set_visible_devices([], 'GPU')
+  try:
+    if not _WORKDIR.value:
+      raise UserError('--workdir is required: the directory for the runs, tables and figures.')
+    sweep = sweeps.SWEEPS[_SWEEP.value]
+    base = budgeted_base(sweep, _BASE.value, 'base_config', _QUICK.value)
+    seeds = _SEEDS.value or (1 if _QUICK.value else sweep.default_seeds)
+    if _ONLY_RUN.value:
+      variant, seed_index = _ONLY_RUN.value.rsplit(':', 1)
+      [(_, _, config)] = [r for r in plan(sweep, base, int(seed_index) + 1, [variant])
+                          if r[1] == int(seed_index)]
+      marker = train_in_process(config, run_dir(_WORKDIR.value, variant, int(seed_index)))
+      sys.exit(0 if marker['status'] == 'finished' else 1)
+    command = ' '.join(['python', 'experiments/sweep.py', *sys.argv[1:]])
+    child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
+                   f'--quick={_QUICK.value}', *_forwarded_base_config_args(sys.argv)]
+    results = run_sweep(sweep, base, _WORKDIR.value, seeds, isolation=_ISOLATION.value,
+                        child_flags=child_flags, only=_VARIANTS.value,
+                        train_runs=not _REPORT_ONLY.value, command=command)
+    print(report.console_summary(results, _WORKDIR.value))
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
