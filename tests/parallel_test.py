@@ -229,7 +229,7 @@ def _launch(workdir, config, processes, devices_per_process):
       port = s.getsockname()[1]
     command += [f'--coordinator_address=localhost:{port}', f'--num_processes={processes}']
   procs = [subprocess.Popen(command + ([f'--process_id={i}'] if processes > 1 else []),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(processes)]
   outputs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outputs):
