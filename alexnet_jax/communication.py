@@ -33,11 +33,18 @@ class Collective:
   def operand_bytes(self) -> int:
     """Bytes each device puts in: a gather's input is 1/n of its result, a scatter's n times."""
     n = len(self.groups[0]) if self.groups else 1
+    if n == 1:  # A reduction over a size-1 mesh axis: XLA keeps the op, but nothing moves.
+      return 0
     if self.kind == 'all-gather':
       return self.result_bytes // n
     if self.kind == 'reduce-scatter':
       return self.result_bytes * n
     return self.result_bytes
+
+  @property
+  def exchanges_activations(self) -> bool:
+    """True at the towers' communication points (the model's named scopes), in either pass."""
+    return 'cross_tower_' in self.op_name or 'hybrid_batch_gather' in self.op_name
 
   @property
   def forward(self) -> bool:

@@ -1,7 +1,7 @@
 """Measures the parallel layouts for docs/parallelism.md; prints two markdown tables.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 PYTHONPATH=. \
-        python tools/parallel_report.py [--steps=5]
+        python tools/parallel_report.py [--steps=9] [--only_times]
 
 1. Bytes communicated per train step and device, read from the compiled HLO of the paper's
    ImageNet model (configs/imagenet.py, batch 128, 227x227), next to what the paper's two-GPU
@@ -27,7 +27,8 @@ from absl import app, flags  # noqa: E402
 from alexnet_jax import communication, models, parallel, train  # noqa: E402
 from configs import default, imagenet  # noqa: E402
 
-_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per layout (after one warm-up step).')
+_STEPS = flags.DEFINE_integer('steps', 9, 'Timed rounds (after one warm-up round).')
+_SKIP_BYTES = flags.DEFINE_bool('only_times', False, 'Only the step-time table.')
 
 # (data, model, strategy)
 LAYOUTS = [(1, 1, 'data'), (2, 1, 'data'), (1, 2, 'towers'), (1, 2, 'hybrid'), (8, 1, 'data'),
@@ -78,15 +79,13 @@ def _paper_bytes(config) -> tuple[float, float]:
 
 def bytes_table() -> str:
   config = imagenet.get_config()
-  rows = ['| mesh (data x model) | strategy | forward, between towers | backward, between '
-          'towers | gradient reduction (data) | total per device |', '|---|---|---|---|---|---|']
+  rows = ['| mesh (data x model) | strategy | activations, forward | activations, backward | '
+          'gradients and metrics | total per device |', '|---|---|---|---|---|---|']
   for layout in LAYOUTS:
     compiled, mesh, _, _ = _compiled_step(config, layout)
     found = communication.collectives(compiled.as_text(), mesh.size)
-    model_groups = {tuple(int(d.id) for d in row) for row in mesh.devices}
-    towers = [c for c in found if set(c.groups) == model_groups and mesh.shape['model'] > 1]
-    fwd = sum(c.operand_bytes for c in towers if c.forward)
-    bwd = sum(c.operand_bytes for c in towers if not c.forward)
+    fwd = sum(c.operand_bytes for c in found if c.exchanges_activations and c.forward)
+    bwd = sum(c.operand_bytes for c in found if c.exchanges_activations and not c.forward)
     rest = communication.total_operand_bytes(found) - fwd - bwd
     data, model_axis, strategy = layout
     rows.append(f'| {data} x {model_axis} | {strategy} | {fwd / MB:.2f} MB | {bwd / MB:.2f} MB | '
@@ -98,27 +97,31 @@ def bytes_table() -> str:
 
 
 def time_table(steps: int) -> str:
+  """Layouts timed round-robin, one step each per round, so they share the machine's load."""
   config = default.get_config()
-  rows = ['| mesh (data x model) | strategy | devices | median step | vs 1 device |',
-          '|---|---|---|---|---|']
-  baseline = None
   rng = np.random.default_rng(0)
   size = config.input.image_size
   batch = {'image': rng.normal(size=(config.batch_size, size, size, 1)).astype(np.float32),
            'label': (np.arange(config.batch_size) % 10).astype(np.int32)}
+  runs = []
   for layout in LAYOUTS:
     compiled, mesh, init, shardings = _compiled_step(config, layout)
     state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
-    device_batch = jax.device_put(batch, parallel.batch_sharding(mesh))
-    times = []
-    for _ in range(steps + 1):
+    runs.append({'step': compiled, 'state': state, 'times': [],
+                 'batch': jax.device_put(batch, parallel.batch_sharding(mesh))})
+  for round_index in range(steps + 1):  # Round 0 warms up.
+    for run in runs:
       start = time.perf_counter()
-      state, sums = compiled(state, device_batch, np.float32(0.01), jax.random.key(1))
+      run['state'], sums = run['step'](run['state'], run['batch'], np.float32(0.01),
+                                       jax.random.key(1))
       jax.block_until_ready(sums)
-      times.append(time.perf_counter() - start)
-    median = statistics.median(times[1:])
-    baseline = baseline or median
-    data, model_axis, strategy = layout
+      if round_index:
+        run['times'].append(time.perf_counter() - start)
+  rows = ['| mesh (data x model) | strategy | devices | median step | vs 1 device |',
+          '|---|---|---|---|---|']
+  baseline = statistics.median(runs[0]['times'])
+  for (data, model_axis, strategy), run in zip(LAYOUTS, runs):
+    median = statistics.median(run['times'])
     rows.append(f'| {data} x {model_axis} | {strategy} | {data * model_axis} | {median:.3f} s | '
                 f'{median / baseline:.2f} |')
   return '\n'.join(rows)
@@ -127,10 +130,13 @@ def time_table(steps: int) -> str:
 def main(argv):
   del argv
   print(f'jax {jax.__version__}, {jax.device_count()} devices, {os.cpu_count()} CPU cores\n')
+  if _SKIP_BYTES.value:
+    return print(time_table(_STEPS.value))
   print('Bytes per train step and device (sum of collective operand sizes, compiled HLO, '
         'configs/imagenet.py, batch 128):\n')
   print(bytes_table())
-  print(f'\nTrain-step time, configs/default.py (batch 128, 99x99), median of {_STEPS.value}:\n')
+  print(f'\nTrain-step time, configs/default.py (batch 128, 99x99), median of {_STEPS.value} '
+        'round-robin rounds:\n')
   print(time_table(_STEPS.value))
 
 
