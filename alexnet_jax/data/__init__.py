@@ -28,6 +28,9 @@ class Dataset:
   train_batches: Callable[[int], Iterator[Batch]]
   # Named evaluations over the evaluation split; '' is the main one (metrics under 'eval/').
   eval_batches: dict[str, Callable[[], Iterator[Batch]]]
+  # Images of this process that failed to decode so far, by pipeline ('train', 'eval', ...):
+  # training replaced them by other rows of their batch, evaluation masked them out.
+  corrupt_image_counts: Callable[[], dict[str, int]] = dict
 
 
 DATASETS = ('fashion_mnist', 'imagenet2012')
