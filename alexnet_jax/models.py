@@ -66,6 +66,19 @@ def _stored_towers(towers: int, split_axis: str | None) -> int:
   return towers if split_axis is None else towers // lax.axis_size(split_axis)
 
 
+def _vary_like(kernel: Array, x: Array) -> Array:
+  """`kernel` typed as varying over every mesh axis `x` varies over (a no-op outside shard_map).
+
+  ops.conv's hand-written gradient returns the kernel gradient with x's device variation; marking
+  the kernel first lets autodiff sum that gradient over the data axis, where it belongs.
+  """
+  aval_x, aval_k = jax.typeof(x), jax.typeof(kernel)
+  varying = lambda aval: frozenset(aval.mat.varying if hasattr(aval, 'mat') else
+                                   getattr(aval, 'vma', ()))
+  missing = tuple(sorted(varying(aval_x) - varying(aval_k)))
+  return lax.pcast(kernel, missing, to='varying') if missing else kernel
+
+
 def _tower_weight_init(init: str, bias: float) -> tuple[Callable, Callable]:
   """(kernel_init, bias_init) for stacked tower parameters (tower axis first)."""
   if init == 'paper':  # §5: N(0, 0.01) weights; biases 1 or 0 depending on the layer.
@@ -107,13 +120,14 @@ class TowerConv(nn.Module):
       # conv1: every tower reads the image, so one convolution with the towers' kernels side by
       # side reads it once (measured faster; for conv3's shared input it measured slower).
       merged_kernel = jnp.concatenate(list(kernel), axis=-1).astype(self.dtype)
-      y = conv(inputs[0].astype(self.dtype), merged_kernel, self.stride, self.padding)
+      y = conv(inputs[0].astype(self.dtype), _vary_like(merged_kernel, inputs[0]), self.stride,
+               self.padding)
       return tuple(y_t + bias[t].astype(self.dtype)
                    for t, y_t in enumerate(jnp.split(y, local_towers, axis=-1)))
     outputs = []
     for t in range(local_towers):
-      y = conv(inputs[t].astype(self.dtype), kernel[t].astype(self.dtype), self.stride,
-               self.padding)
+      y = conv(inputs[t].astype(self.dtype), _vary_like(kernel[t].astype(self.dtype), inputs[t]),
+               self.stride, self.padding)
       outputs.append(y + bias[t].astype(self.dtype))
     return tuple(outputs)
 
