@@ -37,6 +37,20 @@ class _ProjectInfoOnly(pylogging.Filter):
     return own or record.levelno >= pylogging.WARNING
 
 
+def _initialize_distributed(jax) -> None:
+  """Joins the multi-host job given by the flags, or one JAX detects (SLURM, Open MPI, TPU, K8s)."""
+  if _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+    return
+  try:
+    jax.distributed.initialize()
+  except ValueError as e:
+    if 'coordinator_address' not in str(e):
+      raise
+    # No cluster detected (JAX then finds no coordinator address): a single-process run.
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with a one-line error for an override of a field the config lacks."""
   try:
@@ -80,9 +94,9 @@ def main(argv):
       return
     if not _WORKDIR.value:
       raise UserError('--workdir is required: the directory for checkpoints and metrics.')
-    if _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None:
-      jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                                 num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+    _initialize_distributed(jax)
+    if jax.process_index() != 0:  # Process 0 logs for everyone; the others only warn.
+      logging.set_verbosity(logging.WARNING)
     logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                  jax.devices())
     with preemption.STOP:  # SIGTERM/SIGINT: finish the step, save, exit 0.

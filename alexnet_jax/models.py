@@ -9,9 +9,13 @@ about 3x slower than two plain ones.
 Activations between layers are tuples with one array per local tower. The towers exchange data only
 where the paper's GPUs did: at conv3's input, at the fully connected layers (and, with the
 Caffe-compatible ``lrn_scope='across_towers'``, at the two LRN layers). Those points go through
-``_all_towers`` / ``_sum_over_towers``, which are plain concatenations and sums on one device and
-collectives over ``tower_axis`` when the module runs inside ``jax.shard_map`` with one tower per
-device.
+``_all_towers`` and ``TowerSumDense``: plain concatenations and sums while a layer's towers are all
+local, and collectives over ``tower_axis`` when the module runs inside ``jax.shard_map`` with that
+layer named in ``split_layers`` (its stored tower axis split over devices, one tower per device).
+parallel.py chooses the split layers and the matching parameter shardings.
+
+Dropout masks depend only on the key, the global tower index and the global example index, so a
+given seed drops the same units whatever the device mesh.
 """
 
 from collections.abc import Callable, Sequence
@@ -57,6 +61,24 @@ def max_pool(x: Array, window: int, stride: int, fast: bool = True) -> Array:
   return nn.max_pool(x, (window, window), strides=(stride, stride), padding='VALID')
 
 
+def _stored_towers(towers: int, split_axis: str | None) -> int:
+  """How many towers this device stores: all, or its share when split over `split_axis`."""
+  return towers if split_axis is None else towers // lax.axis_size(split_axis)
+
+
+def _vary_like(kernel: Array, x: Array) -> Array:
+  """`kernel` typed as varying over every mesh axis `x` varies over (a no-op outside shard_map).
+
+  ops.conv's hand-written gradient returns the kernel gradient with x's device variation; marking
+  the kernel first lets autodiff sum that gradient over the data axis, where it belongs.
+  """
+  aval_x, aval_k = jax.typeof(x), jax.typeof(kernel)
+  varying = lambda aval: frozenset(aval.mat.varying if hasattr(aval, 'mat') else
+                                   getattr(aval, 'vma', ()))
+  missing = tuple(sorted(varying(aval_x) - varying(aval_k)))
+  return lax.pcast(kernel, missing, to='varying') if missing else kernel
+
+
 def _tower_weight_init(init: str, bias: float) -> tuple[Callable, Callable]:
   """(kernel_init, bias_init) for stacked tower parameters (tower axis first)."""
   if init == 'paper':  # §5: N(0, 0.01) weights; biases 1 or 0 depending on the layer.
@@ -79,16 +101,17 @@ class TowerConv(nn.Module):
   bias_init_value: float = 0.0
   dtype: Any = jnp.float32
   fast_ops: bool = True  # ops.conv (faster strided weight gradient) instead of ops.reference_conv.
+  split_axis: str | None = None  # Inside shard_map: the mesh axis the towers are split over.
 
   @nn.compact
   def __call__(self, inputs: Towers) -> Towers:
     kernel_init, bias_init = _tower_weight_init(self.init_scheme, self.bias_init_value)
     in_features = inputs[0].shape[-1]
-    kernel = self.param('kernel', kernel_init, (self.towers, self.kernel_size, self.kernel_size,
+    # Split over devices, the stored leading axis is the local slice (one tower per device).
+    local_towers = _stored_towers(self.towers, self.split_axis)
+    kernel = self.param('kernel', kernel_init, (local_towers, self.kernel_size, self.kernel_size,
                                                  in_features, self.features_per_tower))
-    bias = self.param('bias', bias_init, (self.towers, self.features_per_tower))
-    # Inside shard_map the stored leading axis is the local slice (one tower per device).
-    local_towers = kernel.shape[0]
+    bias = self.param('bias', bias_init, (local_towers, self.features_per_tower))
     if len(inputs) != local_towers:
       inputs = inputs * local_towers  # Shared input (the image, or conv3's gathered input).
     conv = ops.conv if self.fast_ops else ops.reference_conv
@@ -97,13 +120,14 @@ class TowerConv(nn.Module):
       # conv1: every tower reads the image, so one convolution with the towers' kernels side by
       # side reads it once (measured faster; for conv3's shared input it measured slower).
       merged_kernel = jnp.concatenate(list(kernel), axis=-1).astype(self.dtype)
-      y = conv(inputs[0].astype(self.dtype), merged_kernel, self.stride, self.padding)
+      y = conv(inputs[0].astype(self.dtype), _vary_like(merged_kernel, inputs[0]), self.stride,
+               self.padding)
       return tuple(y_t + bias[t].astype(self.dtype)
                    for t, y_t in enumerate(jnp.split(y, local_towers, axis=-1)))
     outputs = []
     for t in range(local_towers):
-      y = conv(inputs[t].astype(self.dtype), kernel[t].astype(self.dtype), self.stride,
-               self.padding)
+      y = conv(inputs[t].astype(self.dtype), _vary_like(kernel[t].astype(self.dtype), inputs[t]),
+               self.stride, self.padding)
       outputs.append(y + bias[t].astype(self.dtype))
     return tuple(outputs)
 
@@ -115,14 +139,15 @@ class TowerDense(nn.Module):
   init_scheme: str = 'paper'
   bias_init_value: float = 0.0
   dtype: Any = jnp.float32
+  split_axis: str | None = None  # Inside shard_map: the mesh axis the towers are split over.
 
   @nn.compact
   def __call__(self, inputs: Towers) -> Towers:
     kernel_init, bias_init = _tower_weight_init(self.init_scheme, self.bias_init_value)
+    local_towers = _stored_towers(self.towers, self.split_axis)
     kernel = self.param('kernel', kernel_init,
-                        (self.towers, inputs[0].shape[-1], self.features_per_tower))
-    bias = self.param('bias', bias_init, (self.towers, self.features_per_tower))
-    local_towers = kernel.shape[0]
+                        (local_towers, inputs[0].shape[-1], self.features_per_tower))
+    bias = self.param('bias', bias_init, (local_towers, self.features_per_tower))
     if len(inputs) != local_towers:
       inputs = inputs * local_towers
     return tuple(inputs[t].astype(self.dtype) @ kernel[t].astype(self.dtype)
@@ -133,23 +158,25 @@ class TowerSumDense(nn.Module):
   """A dense layer over the concatenated towers, computed as a sum of per-tower products.
 
   Tower t multiplies its own slice of the input by its block of rows of the weight matrix; the
-  partial results are summed (a ``psum`` over ``tower_axis`` under shard_map).
+  partial results are summed (a ``psum`` over ``split_axis`` under shard_map).
   """
   towers: int
   features: int
   init_scheme: str = 'paper'
   dtype: Any = jnp.float32
-  tower_axis: str | None = None
+  split_axis: str | None = None  # Inside shard_map: the mesh axis the towers are split over.
 
   @nn.compact
   def __call__(self, inputs: Towers) -> Array:
     kernel_init, bias_init = _tower_weight_init(self.init_scheme, 0.0)
-    kernel = self.param('kernel', kernel_init, (self.towers, inputs[0].shape[-1], self.features))
+    kernel = self.param('kernel', kernel_init, (_stored_towers(self.towers, self.split_axis),
+                                                 inputs[0].shape[-1], self.features))
     bias = self.param('bias', lambda key, shape: bias_init(key, (1,) + shape)[0], (self.features,))
     partial = [x.astype(self.dtype) @ kernel[t].astype(self.dtype) for t, x in enumerate(inputs)]
     total = sum(partial[1:], partial[0])
-    if self.tower_axis is not None:
-      total = lax.psum(total, self.tower_axis)
+    if kernel.shape[0] < self.towers:  # The other towers' rows live on other devices.
+      with jax.named_scope('cross_tower_fc8'):
+        total = lax.psum(total, self.split_axis)
     return total + bias.astype(self.dtype)
 
 
@@ -178,20 +205,28 @@ class AlexNet(nn.Module):
   dropout_placement: str = 'after'
   init_scheme: str = 'paper'
   dtype: Any = jnp.float32
-  # Name of the mesh axis the towers are spread over when running inside jax.shard_map.
+  # Mesh axes, used only inside jax.shard_map (see parallel.py):
+  # the axis the towers of `split_layers` are split along (one tower per device);
   tower_axis: str | None = None
+  split_layers: Sequence[str] = ()
+  # the axis the batch of the fully connected layers is split along (for dropout's example index);
+  batch_axis: str | None = None
+  # Krizhevsky (2014) hybrid: the convolutions see a batch also split along this axis; their
+  # output is gathered along it before fc6, which then sees the batch of the whole data shard.
+  conv_batch_axis: str | None = None
   # Hand-written gradients for LRN, max-pool and conv weights (ops.py): same maths, faster on CPU.
   fast_ops: bool = True
 
-  def _all_towers(self, xs: Towers) -> Array:
+  def _all_towers(self, xs: Towers, scope: str) -> Array:
     """Every tower's channels, concatenated in tower order (cross-tower communication)."""
     local = jnp.concatenate(xs, axis=-1) if len(xs) > 1 else xs[0]
-    if self.tower_axis is None:
+    if len(xs) == self.towers or self.tower_axis is None:  # All towers are on this device.
       return local
-    return lax.all_gather(local, self.tower_axis, axis=local.ndim - 1, tiled=True)
+    with jax.named_scope(f'cross_tower_{scope}'):
+      return lax.all_gather(local, self.tower_axis, axis=local.ndim - 1, tiled=True)
 
   def _tower_index(self, local_index: int, local_towers: int) -> Array | int:
-    if self.tower_axis is None:
+    if local_towers == self.towers or self.tower_axis is None:
       return local_index
     return lax.axis_index(self.tower_axis) * local_towers + local_index
 
@@ -206,23 +241,34 @@ class AlexNet(nn.Module):
       return tuple(norm(x) for x in xs)
     # Caffe: the window runs over all channels of both towers.
     width = xs[0].shape[-1]
-    normed = norm(self._all_towers(xs))
+    normed = norm(self._all_towers(xs, 'lrn'))
     first = self._tower_index(0, len(xs)) * width
     return tuple(lax.dynamic_slice_in_dim(normed, first + t * width, width, axis=-1)
                  for t in range(len(xs)))
 
-  def _dropout(self, xs: Towers, train: bool) -> Towers:
+  def _dropout(self, xs: Towers, train: bool, shared: bool = False) -> Towers:
+    """Dropout on each tower's activations; `shared`: on one input every tower sees in full."""
     if not train or self.dropout_rate == 0.0:
       return xs
     keep = 1.0 - self.dropout_rate
     key = self.make_rng('dropout')
+    batch = xs[0].shape[0]
+    first_example = 0 if self.batch_axis is None else lax.axis_index(self.batch_axis) * batch
+    examples = first_example + jnp.arange(batch)
     out = []
     for t, x in enumerate(xs):
-      # One mask per global tower index, so the masks do not depend on how towers are placed.
-      tower_key = jax.random.fold_in(key, self._tower_index(t, len(xs)))
-      mask = jax.random.bernoulli(tower_key, keep, x.shape)
+      # Keyed by the global tower and example index, so the masks do not depend on the mesh.
+      tower_key = key if shared else jax.random.fold_in(key, self._tower_index(t, len(xs)))
+      keys = jax.vmap(jax.random.fold_in, (None, 0))(tower_key, examples)
+      mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, x.shape[1:]))(keys)
       out.append(jnp.where(mask, x / keep, jnp.zeros_like(x)))
     return tuple(out)
+
+  def _gather_conv_batch(self, x: Array) -> Array:
+    if self.conv_batch_axis is None:
+      return x
+    with jax.named_scope('hybrid_batch_gather_fc6'):
+      return lax.all_gather(x, self.conv_batch_axis, axis=0, tiled=True)
 
   @nn.compact
   def __call__(self, images_BHWC: Array, *, train: bool = False) -> Array:
@@ -240,30 +286,33 @@ class AlexNet(nn.Module):
     T = self.towers
     c1, c2, c3, c4, c5 = (c // T for c in self.conv_features)
     f6, f7 = (f // T for f in self.fc_features)
+    split = lambda name: self.tower_axis if name in self.split_layers else None
     conv = lambda name, f, k, s, p, b: TowerConv(T, f, k, s, p, self.init_scheme, b, self.dtype,
-                                                 self.fast_ops, name=name)
-    dense = lambda name, f, b: TowerDense(T, f, self.init_scheme, b, self.dtype, name=name)
+                                                 self.fast_ops, split(name), name=name)
+    dense = lambda name, f, b: TowerDense(T, f, self.init_scheme, b, self.dtype, split(name),
+                                          name=name)
     acts = lambda xs: tuple(act(x) for x in xs)
     pool = lambda xs: tuple(max_pool(x, window, stride, self.fast_ops) for x in xs)
 
-    before = lambda xs: self._dropout(xs, train) if self.dropout_placement == 'before' else xs
+    before = lambda xs: (self._dropout(xs, train, shared=True)
+                         if self.dropout_placement == 'before' else xs)
     after = lambda xs: self._dropout(xs, train) if self.dropout_placement == 'after' else xs
 
     x = (images_BHWC.astype(self.dtype),)
     x = pool(self._lrn(acts(conv('conv1', c1, 11, 4, self.conv1_padding, 0.0)(x))))
     x = pool(self._lrn(acts(conv('conv2', c2, 5, 1, 2, 1.0)(x))))
-    x = (self._all_towers(x),)  # conv3 sees both towers.
+    x = (self._all_towers(x, 'conv3'),)  # conv3 sees both towers.
     x = acts(conv('conv3', c3, 3, 1, 1, 0.0)(x))
     x = acts(conv('conv4', c4, 3, 1, 1, 1.0)(x))
     x = pool(acts(conv('conv5', c5, 3, 1, 1, 1.0)(x)))
-    x = self._all_towers(x)  # fc6 sees both towers.
+    x = self._gather_conv_batch(self._all_towers(x, 'fc6'))  # fc6 sees both towers.
     x = before((x.reshape(x.shape[0], -1),))
     x = after(acts(dense('fc6', f6, 1.0)(x)))
-    x = before((self._all_towers(x),))  # fc7 sees both towers.
+    x = before((self._all_towers(x, 'fc7'),))  # fc7 sees both towers.
     x = after(acts(dense('fc7', f7, 1.0)(x)))
     # fc8 also sees both towers: each tower multiplies its half of fc7 by its rows of the fc8
     # matrix and the partial logits are summed, which is the full product.
-    logits = TowerSumDense(T, self.num_classes, self.init_scheme, self.dtype, self.tower_axis,
+    logits = TowerSumDense(T, self.num_classes, self.init_scheme, self.dtype, split('fc8'),
                            name='fc8')(x)
     return logits.astype(jnp.float32)
 

@@ -184,6 +184,19 @@ def evaluate(eval_fn: Callable, params: Any, batches: Iterator[dict[str, np.ndar
   return jax.device_get(totals)
 
 
+def create_step_fns(model: nn.Module, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                    strategy: str, shardings: TrainState) -> tuple[Callable, Callable]:
+  """The jitted train and eval steps for the state laid out as `shardings` on `mesh`."""
+  distributed = parallel.DistributedModel(model, mesh, strategy)
+  p_train_step = jax.jit(
+      lambda s, b, lr, k: train_step(s, b, lr, k, model=distributed, tx=tx),
+      in_shardings=(shardings, parallel.batch_sharding(mesh), None, None),
+      out_shardings=(shardings, None), donate_argnums=0)
+  p_eval_step = jax.jit(lambda p, b: eval_step(p, b, model=distributed),
+                        in_shardings=(shardings.params, parallel.batch_sharding(mesh)))
+  return p_train_step, p_eval_step
+
+
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -207,11 +220,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   config_checks.validate(config)
   is_main = jax.process_index() == 0
   _check_workdir(workdir)
-  mesh = parallel.create_mesh(config.mesh)
-  parallel.check_batch_size(config.batch_size, mesh)
-  parallel.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
+  mesh = parallel.create_mesh(config.mesh, config.model.towers)
+  strategy = parallel.strategy_of(config.mesh)
+  parallel.check_batch_size(config.batch_size, mesh, 'batch_size', strategy)
+  parallel.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size', strategy)
 
-  dataset = data.create_dataset(config, jax.process_index(), jax.process_count())
+  # Each process feeds its own part of the batch (the same part where processes share one).
+  dataset = data.create_dataset(config, *parallel.process_batch_shard(mesh))
   if dataset.num_train_examples < config.batch_size:
     raise UserError(f'the training split has {dataset.num_train_examples} examples, fewer than '
                     f'config.batch_size={config.batch_size}; lower the batch size.')
@@ -228,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   init_key, dropout_key = jax.random.split(root_key)
   init = lambda key: create_train_state(model, tx, key, dataset.image_shape)
   abstract_state = jax.eval_shape(init, init_key)
-  shardings = parallel.state_shardings(mesh, abstract_state)
+  shardings = parallel.state_shardings(mesh, abstract_state, strategy)
   ckpt = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
@@ -253,12 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if start_step == 0:
       writer.write_hparams({k: v for k, v in config.items() if isinstance(v, (int, float, str))})
 
-  p_train_step = jax.jit(
-      lambda s, b, lr, k: train_step(s, b, lr, k, model=model, tx=tx),
-      in_shardings=(shardings, parallel.batch_sharding(mesh), None, None),
-      out_shardings=(shardings, None), donate_argnums=0)
-  p_eval_step = jax.jit(lambda p, b: eval_step(p, b, model=model),
-                        in_shardings=(shardings.params, parallel.batch_sharding(mesh)))
+  p_train_step, p_eval_step = create_step_fns(model, tx, mesh, strategy, shardings)
 
   def run_evaluation(step: int, stop: preemption.StopRequest) -> dict[str, float] | None:
     """Evaluates and records the results; None (nothing recorded) when a signal interrupted it."""

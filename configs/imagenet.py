@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # Data-parallel axis size; -1: all devices left over.
-  config.mesh.model = 1  # Model-parallel axis size (2: one tower per device).
+  config.mesh.model = 1  # Model-parallel axis size: 1, or model.towers (one tower per device).
+  config.mesh.strategy = 'towers'  # towers: paper §3.2 | hybrid: Krizhevsky 2014 | data (model=1).
 
   config.optimizer = 'paper_sgd'  # paper_sgd: v <- m v - wd lr w - lr g | optax_sgd: optax.sgd.
   config.learning_rate = 0.01
