@@ -69,6 +69,58 @@ class Checkpointer:
     self._manager.close()
 
 
+def latest_step(checkpoint_dir: str) -> int:
+  """The newest complete step in a Checkpointer's directory."""
+  manager = ocp.CheckpointManager(
+      checkpoint_dir, options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+  step = manager.latest_step() if os.path.isdir(checkpoint_dir) else None
+  manager.close()
+  if step is None:
+    raise UserError(f'no checkpoint in {checkpoint_dir}; train first or pass the right --workdir.')
+  return step
+
+
+def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None = None) -> Any:
+  """Only the parameters of `step` (default: the latest) in a Checkpointer's directory.
+
+  A partial restore: the optimizer state is never read, so a checkpoint written with any optimizer
+  (or a converted one) loads into a model for inference, feature extraction or fine-tuning.
+  """
+  if not os.path.isdir(checkpoint_dir):
+    raise UserError(f'{checkpoint_dir} does not exist; pass the right --workdir/--checkpoint.')
+  manager = ocp.CheckpointManager(
+      checkpoint_dir, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+      item_handlers={'state': ocp.PyTreeCheckpointHandler()})
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+      raise UserError(f'no checkpoint{"" if step is None else f" of step {step}"} in '
+                      f'{checkpoint_dir}; train first or pass the right --workdir/--checkpoint.')
+    saved = manager.item_metadata(step)['state']
+    saved = getattr(saved, 'tree', saved)
+    _check_same_params(checkpoint_dir, saved.get('params', {}), abstract_params)
+    target = {'params': abstract_params}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))
+  finally:
+    manager.close()
+  return restored['state']['params']
+
+
+def _check_same_params(directory: str, saved_params: Any, expected_params: Any) -> None:
+  saved, expected = dict(_flatten(saved_params)), dict(_flatten(expected_params))
+  for name in sorted(set(saved) | set(expected)):
+    saved_shape = getattr(saved.get(name), 'shape', None)
+    expected_shape = getattr(expected.get(name), 'shape', None)
+    if saved_shape is None or expected_shape is None or tuple(saved_shape) != tuple(
+        expected_shape):
+      raise UserError(
+          f'{directory} holds a checkpoint of a different model (parameter {name}: '
+          f'saved {_shape_str(saved_shape)}, this config {_shape_str(expected_shape)}); '
+          'use a new --workdir or the config that wrote it.')
+
+
 def _flatten(tree: Any) -> list[tuple[str, Any]]:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return [('/'.join(str(getattr(k, 'key', k)) for k in path), leaf) for path, leaf in leaves]

@@ -44,6 +44,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, 'lr_schedule', LR_SCHEDULES)
 
   model = config.model
+  _one_of(model, 'name', models.MODEL_NAMES, 'config.model')
+  if model.get('name', 'alexnet') == 'lenet5':
+    _one_of(model, 'lenet_activation', tuple(models.ACTIVATIONS), 'config.model')
+    _require(config.input.image_size == 32,
+             f'config.input.image_size={config.input.image_size}: LeNet-5 takes 32x32 inputs.')
+    return
   _one_of(model, 'activation', tuple(models.ACTIVATIONS), 'config.model')
   _one_of(model, 'pooling', tuple(models.POOLINGS), 'config.model')
   _one_of(model, 'lrn_scope', models.LRN_SCOPES, 'config.model')

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from alexnet_jax import checkpoint, config_checks, data, metrics, models, parallel
+from alexnet_jax import checkpoint, config_checks, data, finetune, metrics, models, parallel
 from alexnet_jax.errors import UserError
 
 
@@ -50,6 +50,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
                        optax.sgd(learning_rate, momentum=config.momentum))
 
   make = {'paper_sgd': paper_sgd, 'optax_sgd': optax_sgd}[config.optimizer]
+  if finetune.frozen_layers(config):
+    make = finetune.with_frozen_layers(make, finetune.frozen_layers(config))
   return optax.inject_hyperparams(make)(learning_rate=config.learning_rate)
 
 
@@ -205,6 +207,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   start_step = ckpt.latest_step()
   if start_step is None:
     state = jax.jit(init, out_shardings=shardings)(init_key)
+    if config.get('finetune') and config.finetune.get('init_from'):
+      params = finetune.pretrained_params(config, state.params)
+      state = jax.device_put(TrainState(state.step, params, tx.init(params)), shardings)
+      logging.info('Initialised from %s (fresh: %s; frozen: %s).', config.finetune.init_from,
+                   tuple(config.finetune.get('reinit') or ()), finetune.frozen_layers(config))
     start_step = 0
   else:
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
