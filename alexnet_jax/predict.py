@@ -28,9 +28,6 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 from alexnet_jax import data, trained_model  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a trained model (latest step).')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A step directory, DIR/checkpoints/STEP.')
-_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
 
 
 def decode_image(path: str, channels: int) -> np.ndarray:
@@ -76,22 +73,33 @@ def predict_files(trained: trained_model.TrainedModel,
   return failed
 
 
+FLAGS = flags.FLAGS
+
+
 def main(argv):
   paths = argv[1:]
   try:
     if not paths:
       raise UserError('no images given: python -m alexnet_jax.predict --workdir=DIR IMAGE...')
-    trained = trained_model.load(_WORKDIR.value, _CHECKPOINT.value)
+    trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
     dataset = data.create_dataset(trained.config)
     if dataset.preprocess_image is None:
       raise UserError(f'the {trained.config.dataset} input pipeline offers no single-image '
                       'preprocessing yet, so predict cannot reproduce its evaluation input.')
-    failed = predict_files(trained, dataset.preprocess_image, paths, _TOP_K.value)
+    failed = predict_files(trained, dataset.preprocess_image, paths, FLAGS.top_k)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   sys.exit(1 if failed else 0)
 
 
+def _define_flags() -> None:
+  # Defined only when run as a command: the module is also imported as a library.
+  flags.DEFINE_string('workdir', None, 'Workdir of a trained model (latest step).')
+  flags.DEFINE_string('checkpoint', None, 'A step directory, DIR/checkpoints/STEP.')
+  flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
+
+
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
