@@ -305,7 +305,8 @@ class LeNet5(nn.Module):
   def __call__(self, images_BHWC: Array, *, train: bool = False) -> Array:
     del train  # No dropout in LeNet-5.
     if self.activation not in ACTIVATIONS:
-      raise ValueError(f'unknown activation {self.activation!r}; expected one of {list(ACTIVATIONS)}')
+      raise ValueError(f'unknown activation {self.activation!r}; '
+                       f'expected one of {list(ACTIVATIONS)}')
     act = ACTIVATIONS[self.activation]
     pool = lambda x: nn.avg_pool(x, (2, 2), strides=(2, 2))
     x = images_BHWC.astype(self.dtype)

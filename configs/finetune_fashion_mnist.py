@@ -3,8 +3,8 @@
     python run.py --config=configs/finetune_fashion_mnist.py:pretrain --workdir=workdirs/ft_source
     python run.py --config=configs/finetune_fashion_mnist.py:finetune --workdir=workdirs/ft_frozen \
         --config.finetune.init_from=workdirs/ft_source
-    python run.py --config=configs/finetune_fashion_mnist.py:finetune_all --workdir=workdirs/ft_all \
-        --config.finetune.init_from=workdirs/ft_source
+    python run.py --config=configs/finetune_fashion_mnist.py:finetune_all \
+        --workdir=workdirs/ft_all --config.finetune.init_from=workdirs/ft_source
     python run.py --config=configs/finetune_fashion_mnist.py:scratch --workdir=workdirs/ft_scratch
 
 pretrain: classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat) from scratch.

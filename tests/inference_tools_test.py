@@ -40,7 +40,8 @@ def test_features_skip_padding_and_stop_at_max_examples(trained):
   assert len(feats) == len(labels) == len(images) == MOCK_EXAMPLES
   feats, labels, _ = features.features_of_batches(model, iter(batches), max_examples=20)
   assert feats.shape == (20, 32)
-  np.testing.assert_array_equal(labels, batches[0]['label'].tolist() + batches[1]['label'][:4].tolist())
+  np.testing.assert_array_equal(labels, np.concatenate([batches[0]['label'],
+                                                        batches[1]['label'][:4]]))
 
 
 def test_nearest_neighbours_against_brute_force():
