@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Silence TensorFlow's start-up banner.
 
 from absl import app, flags, logging  # noqa: E402
+import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.',
@@ -32,6 +33,19 @@ class _ProjectInfoOnly(pylogging.Filter):
             or record.pathname == __file__)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a one-line error for an override of a field the config lacks."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+  except (AttributeError, KeyError) as e:
+    print(f'error: a --config.* override names a field the config does not have ({e}); check '
+          'its spelling against the config file (run with --helpfull to list the fields).',
+          file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -44,8 +58,13 @@ def main(argv):
   from alexnet_jax.errors import UserError
 
   try:
+    config = _CONFIG.value
+    if not isinstance(config, ml_collections.ConfigDict):  # config_flags defers load errors.
+      filename = config_flags.get_config_filename(flags.FLAGS['config'])
+      raise UserError(f'cannot load --config={filename} (no such file, or it failed to import); '
+                      'pass a config file such as configs/default.py.')
     if _SUMMARY.value:
-      print(summary.parameter_table(_CONFIG.value))
+      print(summary.parameter_table(config))
       return
     if not _WORKDIR.value:
       raise UserError('--workdir is required: the directory for checkpoints and metrics.')
@@ -54,11 +73,11 @@ def main(argv):
                                  num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
     logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                  jax.devices())
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

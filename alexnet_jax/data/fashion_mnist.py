@@ -127,7 +127,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     def augment(images, labels, step):
       images = preprocess(images)
       if config.input.random_flip:
-        flip = tf.random.stateless_uniform([local_batch], seed=[seed, step]) < 0.5
+        # Drawn for the global batch, so a process's flips do not depend on the process count.
+        flip = tf.random.stateless_uniform([global_batch], seed=[seed, step]) < 0.5
+        flip = flip[process_index * local_batch:(process_index + 1) * local_batch]
         images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
       return {'image': images, 'label': labels}
 

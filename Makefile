@@ -1,0 +1,28 @@
+# `make demo`: set up and train the embedded default. `make test`: set up and run the tests.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -r requirements.txt
+	touch $@
+
+# Offline machines: TFDS cannot download Fashion-MNIST, so take the Debian package's copy when
+# apt-get is usable (root). With internet, TFDS's normal download is used and this is optional.
+data:
+	@if [ ! -d $(FASHION_MNIST_DEB_DIR) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) || \
+	  echo "note: could not install dataset-fashion-mnist; TFDS will try to download instead"; \
+	fi
+
+demo: setup data
+	$(PYTHON) run.py --config=configs/default.py --workdir=workdirs/default
+
+test: setup data
+	$(PYTHON) -m pytest -q
