@@ -71,10 +71,12 @@ class Checkpointer:
 
 def latest_step(checkpoint_dir: str) -> int:
   """The newest complete step in a Checkpointer's directory."""
-  manager = ocp.CheckpointManager(
-      checkpoint_dir, options=ocp.CheckpointManagerOptions(create=False, read_only=True))
-  step = manager.latest_step() if os.path.isdir(checkpoint_dir) else None
-  manager.close()
+  step = None
+  if os.path.isdir(checkpoint_dir):
+    manager = ocp.CheckpointManager(checkpoint_dir,
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    step = manager.latest_step()
+    manager.close()
   if step is None:
     raise UserError(f'no checkpoint in {checkpoint_dir}; train first or pass the right --workdir.')
   return step
@@ -86,26 +88,21 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
   A partial restore: the optimizer state is never read, so a checkpoint written with any optimizer
   (or a converted one) loads into a model for inference, feature extraction or fine-tuning.
   """
-  if not os.path.isdir(checkpoint_dir):
-    raise UserError(f'{checkpoint_dir} does not exist; pass the right --workdir/--checkpoint.')
-  manager = ocp.CheckpointManager(
-      checkpoint_dir, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-      item_handlers={'state': ocp.PyTreeCheckpointHandler()})
-  try:
-    step = manager.latest_step() if step is None else step
-    if step is None or step not in manager.all_steps():
-      raise UserError(f'no checkpoint{"" if step is None else f" of step {step}"} in '
-                      f'{checkpoint_dir}; train first or pass the right --workdir/--checkpoint.')
-    saved = manager.item_metadata(step)['state']
-    saved = getattr(saved, 'tree', saved)
-    _check_same_params(checkpoint_dir, saved.get('params', {}), abstract_params)
-    target = {'params': abstract_params}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True)))
-  finally:
-    manager.close()
-  return restored['state']['params']
+  step = latest_step(checkpoint_dir) if step is None else step
+  path = os.path.join(os.path.abspath(checkpoint_dir), str(step), 'state')
+  if not os.path.isdir(path):
+    raise UserError(f'no checkpoint of step {step} in {checkpoint_dir}; pass the right '
+                    '--workdir/--checkpoint.')
+  checkpointer = ocp.PyTreeCheckpointer()
+  saved = checkpointer.metadata(path)
+  saved = getattr(saved, 'item_metadata', saved)  # Orbax wraps the tree in newer versions.
+  saved = getattr(saved, 'tree', saved)
+  _check_same_params(checkpoint_dir, saved.get('params', {}), abstract_params)
+  target = {'params': abstract_params}
+  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
+  return restored['params']
 
 
 def _check_same_params(directory: str, saved_params: Any, expected_params: Any) -> None:

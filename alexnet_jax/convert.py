@@ -32,7 +32,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from alexnet_jax import checkpoint, models, train  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
@@ -153,6 +153,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
   from configs import bvlc_alexnet, torchvision  # The configs are files next to the package.
   try:
     if bool(FLAGS.torchvision) == bool(FLAGS.caffe) or not FLAGS.workdir:

@@ -16,7 +16,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from alexnet_jax import data, metrics, trained_model  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
@@ -77,6 +77,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
   try:
     members = ([trained_model.load(workdir=w) for w in FLAGS.workdirs]
                + [trained_model.load(checkpoint_path=c) for c in FLAGS.checkpoints])

@@ -16,7 +16,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from alexnet_jax import data, models, trained_model  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
@@ -80,6 +80,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
   try:
     if not FLAGS.output:
       raise UserError('--output=FILE.npz is required.')

@@ -14,7 +14,7 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from alexnet_jax import data, features, trained_model  # noqa: E402
@@ -96,6 +96,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
   try:
     trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
     dataset = data.create_dataset(trained.config)

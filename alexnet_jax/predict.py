@@ -22,7 +22,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from alexnet_jax import data, trained_model  # noqa: E402
@@ -77,6 +77,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
   paths = argv[1:]
   try:
     if not paths:
