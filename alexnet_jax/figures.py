@@ -74,21 +74,36 @@ def _save(image: np.ndarray, path: str) -> None:
   Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
 
 
-def write_figures(trained: trained_model.TrainedModel, eval_batches, output_dir: str,
-                  queries: int = 5, neighbours: int = 6, pool: int = 2000,
-                  scale: int = 4) -> dict[str, str]:
-  """Writes both PNGs into output_dir; returns {figure name: path}."""
+def write_conv1_figure(trained: trained_model.TrainedModel, output_dir: str,
+                       scale: int = 4) -> str:
+  """Fig. 3 needs only the parameters (no data set); returns the PNG's path."""
   os.makedirs(output_dir, exist_ok=True)
-  paths = {'conv1_filters': os.path.join(output_dir, 'conv1_filters.png'),
-           'nearest_neighbours': os.path.join(output_dir, 'nearest_neighbours.png')}
-  _save(conv1_mosaic(trained.params, scale), paths['conv1_filters'])
+  path = os.path.join(output_dir, 'conv1_filters.png')
+  _save(conv1_mosaic(trained.params, scale), path)
+  return path
+
+
+def write_neighbours_figure(trained: trained_model.TrainedModel, eval_batches, output_dir: str,
+                            queries: int = 5, neighbours: int = 6, pool: int = 2000) -> str:
+  """Fig. 4 (right) from the first `pool` evaluation images; returns the PNG's path."""
   feats, _, images = features.features_of_batches(trained, eval_batches, pool)
   if len(feats) <= max(queries, neighbours):
     raise UserError(f'the evaluation split has only {len(feats)} images; need more than '
                     f'{max(queries, neighbours)} for --queries/--neighbours.')
   nearest = nearest_neighbours(feats[:queries], feats, neighbours)
-  _save(neighbour_mosaic(images, queries, nearest), paths['nearest_neighbours'])
-  return paths
+  os.makedirs(output_dir, exist_ok=True)
+  path = os.path.join(output_dir, 'nearest_neighbours.png')
+  _save(neighbour_mosaic(images, queries, nearest), path)
+  return path
+
+
+def write_figures(trained: trained_model.TrainedModel, eval_batches, output_dir: str,
+                  queries: int = 5, neighbours: int = 6, pool: int = 2000,
+                  scale: int = 4) -> dict[str, str]:
+  """Writes both PNGs into output_dir; returns {figure name: path}."""
+  return {'conv1_filters': write_conv1_figure(trained, output_dir, scale),
+          'nearest_neighbours': write_neighbours_figure(trained, eval_batches, output_dir,
+                                                        queries, neighbours, pool)}
 
 
 FLAGS = flags.FLAGS
@@ -99,11 +114,12 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
   try:
     trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
+    # conv1 first: it needs no data, so it is written even where the data set is not prepared.
+    print(f'wrote {write_conv1_figure(trained, FLAGS.output_dir)}', flush=True)
     dataset = data.create_dataset(trained.config)
-    paths = write_figures(trained, dataset.eval_batches[''](), FLAGS.output_dir, FLAGS.queries,
-                          FLAGS.neighbours, FLAGS.pool)
-    for path in paths.values():
-      print(f'wrote {path}')
+    path = write_neighbours_figure(trained, dataset.eval_batches[''](), FLAGS.output_dir,
+                                   FLAGS.queries, FLAGS.neighbours, FLAGS.pool)
+    print(f'wrote {path}')
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
