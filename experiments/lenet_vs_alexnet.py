@@ -35,7 +35,8 @@ def main(workdirs: list[str]) -> None:
     count = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
     flops = jax.jit(lambda p, x, m=model: m.apply({'params': p}, x)).lower(
         params, images).compile().cost_analysis()['flops']
-    final = [r for r in metrics.read_jsonl(f'{workdir}/metrics.jsonl') if 'eval/top1_error' in r][-1]
+    evals = [r for r in metrics.read_jsonl(f'{workdir}/metrics.jsonl') if 'eval/top1_error' in r]
+    final = evals[-1]
     tx = train.create_optimizer(config)
     state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
     batch = {'image': jnp.asarray(np.random.default_rng(0).normal(size=(BATCH,) + shape),
