@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from alexnet_jax import finetune, train, trained_model
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
-from tests.trained_helpers import MOCK_EXAMPLES, train_tiny
+from tests.trained_helpers import MOCK_EXAMPLES, shared_tiny_workdir
 
 CONV = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
@@ -54,7 +54,7 @@ def test_freezing_an_unknown_layer_is_a_user_error():
 
 @pytest.mark.slow
 def test_finetune_changes_only_what_it_should(tmp_path_factory):
-  source = train_tiny(str(tmp_path_factory.mktemp('source')))
+  source = shared_tiny_workdir()
   target = str(tmp_path_factory.mktemp('target'))
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
     train.train_and_evaluate(_finetune_config(source), target)

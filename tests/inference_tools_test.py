@@ -11,12 +11,12 @@ from PIL import Image
 
 from alexnet_jax import data, ensemble, features, figures, trained_model
 from tests.conftest import tiny_config
-from tests.trained_helpers import MOCK_EXAMPLES, train_tiny
+from tests.trained_helpers import MOCK_EXAMPLES, shared_tiny_workdir, train_tiny
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-  a = train_tiny(str(tmp_path_factory.mktemp('a')))
+  a = shared_tiny_workdir()
   b = train_tiny(str(tmp_path_factory.mktemp('b')), seed=1)
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
     dataset = data.create_dataset(tiny_config())

@@ -11,12 +11,12 @@ from PIL import Image
 
 from alexnet_jax import data, predict, trained_model
 from tests.conftest import tiny_config
-from tests.trained_helpers import MOCK_EXAMPLES, train_tiny
+from tests.trained_helpers import MOCK_EXAMPLES, shared_tiny_workdir
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  workdir = train_tiny(str(tmp_path_factory.mktemp('predict')))
+def trained():
+  workdir = shared_tiny_workdir()
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
     dataset = data.create_dataset(tiny_config())
     raw = next(iter(tfds.as_numpy(tfds.load('fashion_mnist', split='test').batch(3))))['image']

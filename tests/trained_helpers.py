@@ -1,11 +1,16 @@
 """Tiny trained workdirs shared by the tests of the commands that use a trained model."""
 
+import atexit
+import shutil
+import tempfile
+
 import tensorflow_datasets as tfds
 
 from alexnet_jax import train
 from tests.conftest import tiny_config
 
 MOCK_EXAMPLES = 96
+_trained: dict[tuple, str] = {}
 
 
 def train_tiny(workdir: str, **overrides) -> str:
@@ -15,3 +20,13 @@ def train_tiny(workdir: str, **overrides) -> str:
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
     train.train_and_evaluate(tiny_config(**settings), workdir)
   return workdir
+
+
+def shared_tiny_workdir(**overrides) -> str:
+  """Like train_tiny, trained once per test session for each set of overrides (read-only use)."""
+  key = tuple(sorted(overrides.items()))
+  if key not in _trained:
+    workdir = tempfile.mkdtemp(prefix='alexnet_jax_trained_')
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    _trained[key] = train_tiny(workdir, **overrides)
+  return _trained[key]
