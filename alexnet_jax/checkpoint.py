@@ -125,3 +125,30 @@ def _flatten(tree: Any) -> list[tuple[str, Any]]:
 
 def _shape_str(shape) -> str:
   return 'nothing' if shape is None else 'x'.join(map(str, shape)) or 'scalar'
+
+
+def restore_params(path: str) -> Any:
+  """The params of a saved train state, without knowing the model: for reports on checkpoints.
+
+  `path` is a workdir, its `checkpoints` directory (the latest step is read) or one step's
+  directory. Nothing is created or changed on disk.
+  """
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    path = os.path.join(path, 'checkpoints')
+  if not os.path.isdir(path):
+    raise UserError(f'{path} is not a directory; pass a workdir or a checkpoint directory.')
+  if os.path.isdir(os.path.join(path, 'state')):  # One step's directory.
+    state = ocp.StandardCheckpointer().restore(os.path.join(path, 'state'))
+  else:
+    manager = ocp.CheckpointManager(path, item_handlers={'state': ocp.StandardCheckpointHandler()})
+    step = manager.latest_step()
+    if step is None:
+      raise UserError(f'no checkpoint found under {path}.')
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
+        'state']
+    manager.close()
+  params = state.get('params') if isinstance(state, dict) else getattr(state, 'params', None)
+  if params is None:
+    raise UserError(f'the checkpoint under {path} holds no state.params.')
+  return params

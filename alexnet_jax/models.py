@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from alexnet_jax import ops
+
 Array = jax.Array
 Towers = tuple[Array, ...]
 
@@ -36,24 +38,23 @@ MODEL_NAMES = ('alexnet', 'lenet5')  # config.model.name
 
 
 def local_response_norm(x: Array, *, k: float = 2.0, n: int = 5, alpha: float = 1e-4,
-                        beta: float = 0.75, alpha_divided_by_n: bool = False) -> Array:
+                        beta: float = 0.75, alpha_divided_by_n: bool = False,
+                        fast: bool = True) -> Array:
   """Paper §3.3 LRN over the last axis: x / (k + alpha * sum_{|j-i|<=n/2} x_j^2)^beta.
 
   The paper (and TensorFlow) does not divide alpha by n; PyTorch and Caffe do
-  (`alpha_divided_by_n=True`).
+  (`alpha_divided_by_n=True`). `fast`: the fused kernel with a hand-written gradient (ops.py).
   """
   if alpha_divided_by_n:
     alpha = alpha / n
-  half = n // 2
-  channels = x.shape[-1]
-  padded = jnp.pad(jnp.square(x), ((0, 0),) * (x.ndim - 1) + ((half, half),))
-  # A sum of n shifted slices fuses into one elementwise loop (a windowed reduce does not).
-  squares_sum = sum(padded[..., i:i + channels] for i in range(1, n))
-  squares_sum = squares_sum + padded[..., :channels]
-  return x * lax.pow(k + alpha * squares_sum, jnp.array(-beta, x.dtype))
+  if fast:
+    return ops.fused_lrn(x, k, n, alpha, beta)
+  return ops.reference_lrn(x, k=k, n=n, alpha=alpha, beta=beta)
 
 
-def max_pool(x: Array, window: int, stride: int) -> Array:
+def max_pool(x: Array, window: int, stride: int, fast: bool = True) -> Array:
+  if fast:
+    return ops.max_pool(x, window, stride)
   return nn.max_pool(x, (window, window), strides=(stride, stride), padding='VALID')
 
 
@@ -78,6 +79,7 @@ class TowerConv(nn.Module):
   init_scheme: str = 'paper'
   bias_init_value: float = 0.0
   dtype: Any = jnp.float32
+  fast_ops: bool = True  # ops.conv (faster strided weight gradient) instead of ops.reference_conv.
 
   @nn.compact
   def __call__(self, inputs: Towers) -> Towers:
@@ -90,13 +92,19 @@ class TowerConv(nn.Module):
     local_towers = kernel.shape[0]
     if len(inputs) != local_towers:
       inputs = inputs * local_towers  # Shared input (the image, or conv3's gathered input).
-    pad = ((self.padding, self.padding),) * 2
+    conv = ops.conv if self.fast_ops else ops.reference_conv
+    if self.fast_ops and self.stride > 1 and local_towers > 1 and all(
+        x is inputs[0] for x in inputs):
+      # conv1: every tower reads the image, so one convolution with the towers' kernels side by
+      # side reads it once (measured faster; for conv3's shared input it measured slower).
+      merged_kernel = jnp.concatenate(list(kernel), axis=-1).astype(self.dtype)
+      y = conv(inputs[0].astype(self.dtype), merged_kernel, self.stride, self.padding)
+      return tuple(y_t + bias[t].astype(self.dtype)
+                   for t, y_t in enumerate(jnp.split(y, local_towers, axis=-1)))
     outputs = []
     for t in range(local_towers):
-      y = lax.conv_general_dilated(
-          inputs[t].astype(self.dtype), kernel[t].astype(self.dtype),
-          window_strides=(self.stride, self.stride), padding=pad,
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = conv(inputs[t].astype(self.dtype), kernel[t].astype(self.dtype), self.stride,
+               self.padding)
       outputs.append(y + bias[t].astype(self.dtype))
     return tuple(outputs)
 
@@ -173,6 +181,8 @@ class AlexNet(nn.Module):
   dtype: Any = jnp.float32
   # Name of the mesh axis the towers are spread over when running inside jax.shard_map.
   tower_axis: str | None = None
+  # Hand-written gradients for LRN, max-pool and conv weights (ops.py): same maths, faster on CPU.
+  fast_ops: bool = True
 
   def _all_towers(self, xs: Towers) -> Array:
     """Every tower's channels, concatenated in tower order (cross-tower communication)."""
@@ -191,7 +201,8 @@ class AlexNet(nn.Module):
       return xs
     norm = lambda x: local_response_norm(x, k=self.lrn_k, n=self.lrn_n, alpha=self.lrn_alpha,
                                          beta=self.lrn_beta,
-                                         alpha_divided_by_n=self.lrn_alpha_divided_by_n)
+                                         alpha_divided_by_n=self.lrn_alpha_divided_by_n,
+                                         fast=self.fast_ops)
     if self.lrn_scope == 'per_tower':  # cuda-convnet2: the window never crosses the split.
       return tuple(norm(x) for x in xs)
     # Caffe: the window runs over all channels of both towers.
@@ -231,10 +242,10 @@ class AlexNet(nn.Module):
     c1, c2, c3, c4, c5 = (c // T for c in self.conv_features)
     f6, f7 = (f // T for f in self.fc_features)
     conv = lambda name, f, k, s, p, b: TowerConv(T, f, k, s, p, self.init_scheme, b, self.dtype,
-                                                 name=name)
+                                                 self.fast_ops, name=name)
     dense = lambda name, f, b: TowerDense(T, f, self.init_scheme, b, self.dtype, name=name)
     acts = lambda xs: tuple(act(x) for x in xs)
-    pool = lambda xs: tuple(max_pool(x, window, stride) for x in xs)
+    pool = lambda xs: tuple(max_pool(x, window, stride, self.fast_ops) for x in xs)
 
     before = lambda xs: self._dropout(xs, train) if self.dropout_placement == 'before' else xs
     after = lambda xs: self._dropout(xs, train) if self.dropout_placement == 'after' else xs
@@ -281,6 +292,7 @@ def create_model(model_config: Any, num_classes: int | None = None) -> nn.Module
         lrn_alpha_divided_by_n=model_config.get('lrn_alpha_divided_by_n', False),
         init_scheme=model_config.init,
         dtype=jnp.dtype(model_config.get('dtype', 'float32')),
+        fast_ops=model_config.get('fast_ops', True),
     )
   if name == 'lenet5':
     return LeNet5(num_classes=num_classes or model_config.num_classes,

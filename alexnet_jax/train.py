@@ -275,6 +275,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       images_per_sec = (done - interval_step) * config.batch_size / elapsed
       scalars.update({'train/learning_rate': float(learning_rate),
                       'train/images_per_sec': images_per_sec})
+      # Undecodable images so far (this process): replaced in training, masked in evaluation.
+      scalars.update({f'input/corrupt_images_{name}': count
+                      for name, count in dataset.corrupt_image_counts().items()})
       writer.write_scalars(done, scalars)
       eta = (total_steps - done) * elapsed / (done - interval_step)
       logging.info('step %d/%d | loss %.4f | top1_err %.4f | lr %.5g | %.0f img/s | ETA %s', done,

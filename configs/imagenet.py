@@ -32,6 +32,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.dropout_placement = 'after'  # after: outputs of fc6/fc7 (paper) | before: inputs (torchvision).
   model.init = 'paper'  # paper: N(0, 0.01), biases 1 in conv2/4/5, fc6/7 | he: fan-in scaled.
   model.dtype = 'float32'  # Computation dtype (float32 | bfloat16); parameters stay float32.
+  model.fast_ops = True  # Hand-written LRN/pool/conv gradients (alexnet_jax/ops.py); same maths.
   return model
 
 
@@ -46,7 +47,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.image_size = 227  # Side of the square the network sees (the paper's "224").
   config.input.resize_size = 256  # Shorter side rescaled to this, then the central square (§2).
   config.input.mean_subtraction = 'per_pixel'  # per_pixel (§2) | per_channel.
-  config.input.augmentation = 'paper'  # paper: random crop + flip | random_resized_crop.
+  config.input.mean_num_images = 10000  # Training images averaged for the mean (cached once).
+  config.input.pixel_range = 255.0  # Pixels in [0, pixel_range] before the mean (Caffe: 255).
+  config.input.augmentation = 'paper'  # paper: random crop + flip | random_resized_crop
+  # (random_resized_crop always subtracts the per-channel mean: its crops have no fixed pixels).
   config.input.pca_lighting = True  # "Fancy PCA" colour augmentation (§4.1).
   config.input.pca_lighting_stddev = 0.1  # Std of the alpha_i ~ N(0, 0.1) draws.
   config.input.eval_crops = 'ten'  # center | ten (4 corners + centre, each with its flip).

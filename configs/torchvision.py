@@ -1,10 +1,10 @@
-"""torchvision's `alexnet` ("one weird trick" variant): one tower of 64-192-384-256-256, no LRN.
+"""torchvision's `alexnet` ("one weird trick" variant) expressed with the paper config's switches.
 
-    python -m alexnet_jax.convert --torchvision=alexnet-owt-7be5be79.pth \
-        --workdir=workdirs/torchvision
+    python -m alexnet_jax.conformance --config=configs/torchvision.py
+    python -m alexnet_jax.convert --torchvision=alexnet-owt-7be5be79.pth --workdir=workdirs/tv
 
-61,100,840 parameters; conv1 padded by 2 on 224x224 inputs, so pool5 is 6x6 and torchvision's
-adaptive average pool to 6x6 is the identity. Dropout on the inputs of fc6 and fc7.
+One tower of 64-192-384-256-256 kernels, conv1 padded by 2 on 224x224 inputs, no LRN, dropout on
+the inputs of fc6 and fc7. torchvision's adaptive 6x6 average pool is an identity at 224x224.
 """
 
 import ml_collections
@@ -19,6 +19,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.conv1_padding = 2
   config.model.lrn = False
   config.model.dropout_placement = 'before'
-  config.model.init = 'he'
   config.input.image_size = 224
   return config

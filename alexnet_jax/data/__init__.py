@@ -28,6 +28,9 @@ class Dataset:
   train_batches: Callable[[int], Iterator[Batch]]
   # Named evaluations over the evaluation split; '' is the main one (metrics under 'eval/').
   eval_batches: dict[str, Callable[[], Iterator[Batch]]]
+  # Images of this process that failed to decode so far, by pipeline ('train', 'eval', ...):
+  # training replaced them by other rows of their batch, evaluation masked them out.
+  corrupt_image_counts: Callable[[], dict[str, int]] = dict
   # One decoded uint8 image [H, W, C] of any size -> the evaluation input [crops, H, W, C], with
   # the same preprocessing as `eval_batches` (used by alexnet_jax.predict); None if not offered.
   preprocess_image: Callable[[np.ndarray], np.ndarray] | None = None

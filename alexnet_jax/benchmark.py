@@ -1,0 +1,217 @@
+"""Times the jitted training step and the inference step of the configured model on this machine.
+
+    python -m alexnet_jax.benchmark --config=configs/imagenet.py --batch_size=128 --steps=10 \
+        [--json]
+
+Warm-up (compilation and the first steps) is excluded; each reported time is the median of
+`--steps` single-step timings, each ended by `block_until_ready`. The training step is the
+trainer's own step (`alexnet_jax.train.train_step`: SGD with momentum and weight decay,
+cross-entropy, dropout) when the trainer is available, else an equivalent one defined here. Compare the compute paths with
+`--config.model.fast_ops=False` and `--config.model.dtype=bfloat16`.
+"""
+
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags
+from ml_collections import config_flags
+
+from alexnet_jax import models
+
+# Stated peak fp32 throughput of this machine's two cores, for the "% of ceiling" column.
+CEILING_GFLOPS = 400.0
+
+
+def _train_fns(config: ml_collections.ConfigDict, model: Any) -> tuple[Callable, Callable, str]:
+  """(init_state(key, image_shape), step(state, batch, key)), and where the step comes from."""
+  try:
+    from alexnet_jax import train  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    train = None
+  if train is not None and hasattr(train, 'train_step'):
+    tx = train.create_optimizer(config)
+    init = lambda key, shape: train.create_train_state(model, tx, key, shape)
+    lr = jnp.asarray(config.learning_rate, jnp.float32)
+    step = lambda state, batch, key: train.train_step(state, batch, lr, key, model=model, tx=tx)
+    return init, step, 'alexnet_jax.train.train_step'
+
+  # Equivalent step: §5's SGD (v <- m v - wd lr w - lr g; w <- w + v), softmax cross-entropy.
+  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                   optax.scale_by_learning_rate(config.learning_rate),
+                   optax.trace(decay=config.momentum))
+
+  def init(key, shape):
+    params = model.init(key, jnp.zeros((1,) + tuple(shape), jnp.float32))['params']
+    return params, tx.init(params), jnp.zeros((), jnp.int32)
+
+  def step(state, batch, key):
+    params, opt_state, count = state
+
+    def loss_fn(p):
+      logits = model.apply({'params': p}, batch['image'], train=True,
+                           rngs={'dropout': jax.random.fold_in(key, count)})
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state, count + 1), {'loss': loss}
+
+  return init, step, 'benchmark-local equivalent step'
+
+
+def _matmul_flops(jaxpr: Any) -> float:
+  """2 x multiply-adds of every convolution and matrix product in a jaxpr (sub-jaxprs included)."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      out, kernel = eqn.outvars[0].aval, eqn.invars[1].aval
+      rhs_spec = eqn.params['dimension_numbers'].rhs_spec  # (out, in, spatial...) positions
+      per_output = math.prod(kernel.shape) // kernel.shape[rhs_spec[0]]
+      total += 2.0 * math.prod(out.shape) * per_output
+    elif eqn.primitive.name == 'dot_general':
+      (contracting, _), _ = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval
+      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
+          lhs.shape[d] for d in contracting)
+    for param in eqn.params.values():  # Sub-computations: custom_vjp, pjit, remat, cond.
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        sub = getattr(sub, 'jaxpr', sub)
+        if hasattr(sub, 'eqns'):
+          total += _matmul_flops(sub)
+  return total
+
+
+def training_flops_per_image(model: Any, image_shape: tuple[int, ...]) -> float:
+  """3 x the forward's convolution and matmul FLOPs (forward, input gradient, weight gradient),
+  the usual convention (~4.35 GFLOP for the paper's model)."""
+  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), images))['params']
+  forward = jax.make_jaxpr(lambda p, x: model.apply({'params': p}, x))(params, images)
+  return 3.0 * _matmul_flops(forward.jaxpr)
+
+
+def _median_step_seconds(run_once: Callable[[], Any], steps: int) -> float:
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(run_once())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+class Benchmark:
+  """A compiled training and inference step for one config and batch size, timed on demand.
+
+  Kept as an object so a caller can interleave `time_train` / `time_infer` calls with other
+  contenders (benchmarks/compare.py) and get ratios measured under the same machine load.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int, warmup: int = 2):
+    self.config = config
+    self.batch_size = batch_size
+    self.model = models.create_model(config.model)
+    size = config.input.image_size
+    self.image_shape = (size, size, 3)
+    init, step, self.step_source = _train_fns(config, self.model)
+    rng = np.random.default_rng(0)
+    self.batch = {
+        'image': jnp.asarray(rng.standard_normal((batch_size,) + self.image_shape, np.float32)),
+        'label': jnp.asarray(rng.integers(0, config.model.num_classes, batch_size, np.int32)),
+        'mask': jnp.ones((batch_size,), bool),
+    }
+    self.key = jax.random.key(config.get('seed', 0))
+    self.state = jax.jit(init, static_argnums=1)(self.key, self.image_shape)
+    # Donating the state lets XLA update parameters and momentum in place.
+    self._train = jax.jit(step, donate_argnums=0)
+    self._infer = jax.jit(lambda params, images: self.model.apply({'params': params}, images))
+
+    start = time.perf_counter()
+    compiled = self._train.lower(self.state, self.batch, self.key).compile()
+    self.compile_seconds = time.perf_counter() - start
+    self._train = compiled
+    for _ in range(max(warmup, 1)):
+      self._run_train()
+      jax.block_until_ready(self._run_infer())
+    jax.block_until_ready(self.state)
+    self.flops_per_image = training_flops_per_image(self.model, self.image_shape)
+
+  def _params(self):
+    return self.state.params if hasattr(self.state, 'params') else self.state[0]
+
+  def _run_train(self):
+    self.state, metrics = self._train(self.state, self.batch, self.key)
+    return metrics
+
+  def _run_infer(self):
+    return self._infer(self._params(), self.batch['image'])
+
+  def time_train(self, steps: int) -> float:
+    """Median seconds per training step."""
+    return _median_step_seconds(self._run_train, steps)
+
+  def time_infer(self, steps: int) -> float:
+    """Median seconds per inference step."""
+    return _median_step_seconds(self._run_infer, steps)
+
+
+def device_description() -> str:
+  device = jax.devices()[0]
+  return f'{device.platform}:{device.device_kind} ({platform.processor() or platform.machine()})'
+
+
+def run(config: ml_collections.ConfigDict, batch_size: int, steps: int,
+        warmup: int = 2) -> dict[str, Any]:
+  bench = Benchmark(config, batch_size, warmup)
+  train_seconds = bench.time_train(steps)
+  infer_seconds = bench.time_infer(steps)
+  train_gflops = bench.flops_per_image * batch_size / train_seconds / 1e9
+  return {
+      'batch_size': batch_size,
+      'device': device_description(),
+      'dtype': str(config.model.get('dtype', 'float32')),
+      'fast_ops': bool(config.model.get('fast_ops', True)),
+      'train_step': bench.step_source,
+      'compile_seconds': bench.compile_seconds,
+      'train_seconds_per_step': train_seconds,
+      'infer_seconds_per_step': infer_seconds,
+      'train_images_per_sec': batch_size / train_seconds,
+      'infer_images_per_sec': batch_size / infer_seconds,
+      'train_gflop_per_image': bench.flops_per_image / 1e9,
+      'gflops_per_sec': train_gflops,
+      'percent_of_ceiling': 100.0 * train_gflops / CEILING_GFLOPS,
+      'steps': steps,
+  }
+
+
+def format_table(result: dict[str, Any]) -> str:
+  rows = [(key, f'{value:.3f}' if isinstance(value, float) else str(value))
+          for key, value in result.items()]
+  width = max(len(key) for key, _ in rows)
+  return '\n'.join(f'{key:<{width}}  {value}' for key, value in rows)
+
+
+def main(argv):
+  del argv
+  result = run(_CONFIG.value, _BATCH_SIZE.value, _STEPS.value, _WARMUP.value)
+  print(json.dumps(result) if _JSON.value else format_table(result))
+
+
+if __name__ == '__main__':
+  # Flags only when run as a program, so other tools can import this module with their own.
+  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/imagenet.py', 'Model config.',
+                                            lock_config=True)
+  _BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Images per step.')
+  _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
+  _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
+  app.run(main)

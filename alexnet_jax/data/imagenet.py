@@ -1,0 +1,319 @@
+"""ILSVRC-2012 through the TFDS `imagenet2012` builder, with the paper's preprocessing (§2, §4.1).
+
+The user places ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in `config.manual_dir`; TFDS
+prepares them once into `config.data_dir`. Records are read as JPEG bytes and decoded in the
+tf.data pipeline (only the crop window, where that helps).
+
+Training data order: each process reads its own `tfds.split_for_jax_process` slice. Epoch e's
+order comes from file and buffer shuffles seeded by (seed, e, process); the tail that does not fill
+a batch is dropped, so every epoch has the same number of steps. Each example's augmentation is
+seeded by (seed, e, process, position in the epoch). `train_batches(k)` therefore starts at epoch
+k // steps_per_epoch and skips the records already consumed in it before decoding them.
+
+A JPEG that fails to decode never stops training or evaluation: in a training batch its row is
+replaced by a copy of another row of the same batch (so step k still holds records
+[k*B, (k+1)*B) of the epoch and resuming stays exact); in evaluation its mask is False. Both are
+counted: `Dataset.corrupt_image_counts()`.
+"""
+
+import os
+import pathlib
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from alexnet_jax.data import Batch, Dataset, preprocessing
+from alexnet_jax.errors import UserError
+
+BUILDER_NAME = 'imagenet2012'
+TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+DOWNLOAD_HELP = ('download them from https://image-net.org/download-images (free registration; '
+                 'the "Training images (Task 1 & 2)" and "Validation images (all tasks)" files of '
+                 'ILSVRC2012, 138 GB and 6.3 GB), put both in one directory and pass it as '
+                 '--config.manual_dir=DIR; TFDS prepares them once into data_dir')
+AUGMENTATIONS = ('paper', 'random_resized_crop')
+MEAN_SUBTRACTIONS = ('per_pixel', 'per_channel')
+EVAL_CROPS = ('center', 'ten')
+
+
+def _check_writable(directory: pathlib.Path) -> None:
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+      pass
+  except OSError as e:
+    raise UserError(f'the TFDS data_dir {str(directory)!r} is not writable ({e.strerror}); '
+                    'set --config.data_dir to a writable directory (preparing ImageNet needs '
+                    'about 150 GB there).') from e
+
+
+def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.DatasetBuilder:
+  """The prepared `imagenet2012` builder in `data_dir`, preparing it from `manual_dir` if needed."""
+  try:
+    builder = tfds.builder(BUILDER_NAME, data_dir=data_dir)
+  except PermissionError as e:
+    raise UserError(f'cannot create the TFDS data_dir {data_dir!r} ({e.strerror}); '
+                    'set --config.data_dir to a writable directory.') from e
+  if builder.is_prepared():
+    return builder
+  where = f'ImageNet ({BUILDER_NAME}) is not prepared in {builder.data_dir_root}'
+  if not manual_dir:
+    raise UserError(f'{where} and config.manual_dir is not set. It needs {" and ".join(TARS)}: '
+                    f'{DOWNLOAD_HELP}.')
+  manual = pathlib.Path(manual_dir).expanduser()
+  if not manual.is_dir():
+    raise UserError(f'{where} and config.manual_dir={manual_dir!r} is not a directory. It must '
+                    f'hold {" and ".join(TARS)}: {DOWNLOAD_HELP}.')
+  missing = [tar for tar in TARS if not (manual / tar).is_file()]
+  if missing:
+    raise UserError(f'{where} and {" and ".join(missing)} '
+                    f'{"is" if len(missing) == 1 else "are"} missing from manual_dir {manual}: '
+                    f'{DOWNLOAD_HELP}.')
+  _check_writable(pathlib.Path(builder.data_dir_root))
+  logging.info('Preparing %s from %s into %s (once; hours for the real data).', BUILDER_NAME,
+               manual, builder.data_dir_root)
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)))
+  except PermissionError as e:
+    raise UserError(f'cannot write the prepared data set to {builder.data_dir} ({e.strerror}); '
+                    'set --config.data_dir to a writable directory.') from e
+  return builder
+
+
+def _check_config(config: ml_collections.ConfigDict, process_count: int) -> None:
+  inp = config.input
+  for name, value, allowed in (('augmentation', inp.augmentation, AUGMENTATIONS),
+                               ('mean_subtraction', inp.mean_subtraction, MEAN_SUBTRACTIONS),
+                               ('eval_crops', inp.eval_crops, EVAL_CROPS)):
+    if value not in allowed:
+      raise UserError(f'config.input.{name}={value!r} is unknown; expected one of {allowed}.')
+  if inp.resize_size < inp.image_size:
+    raise UserError(f'config.input.resize_size={inp.resize_size} is smaller than '
+                    f'config.input.image_size={inp.image_size}; crops must fit inside it.')
+  if config.eval_batch_size % process_count:
+    raise UserError(f'eval_batch_size={config.eval_batch_size} is not divisible by the number of '
+                    f'processes ({process_count}); set --config.eval_batch_size to a multiple.')
+
+
+def _records(builder: tfds.core.DatasetBuilder, split: str, deterministic: bool,
+             shuffle_seed: int | None = None) -> tf.data.Dataset:
+  """{'image': JPEG bytes, 'label': int32} in file order, or with the files shuffled by seed."""
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options)
+  ds = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
+                          read_config=read_config,
+                          decoders={'image': tfds.decode.SkipDecoding()})
+  return ds.map(lambda example: {'image': example['image'],
+                                 'label': tf.cast(example['label'], tf.int32)})
+
+
+def _map_tolerating_corrupt(ds: tf.data.Dataset, fn: Callable[..., dict[str, tf.Tensor]],
+                            fallback: Callable[..., dict[str, tf.Tensor]],
+                            deterministic: bool) -> tf.data.Dataset:
+  """ds.map(fn) plus 'valid': True, except that an element where fn fails (a corrupt JPEG) becomes
+  fallback(element) with 'valid': False instead of an error: one output per input, in order."""
+
+  def one(*element):
+    good = tf.data.Dataset.from_tensors(element).map(
+        lambda *e: {**fn(*e), 'valid': tf.constant(True)}).ignore_errors(log_warning=True)
+    bad = tf.data.Dataset.from_tensors({**fallback(*element), 'valid': tf.constant(False)})
+    return good.concatenate(bad).take(1)
+
+  # Parallel decoding: each element is its own one-element dataset, interleaved in order.
+  return ds.interleave(one, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+
+def _replace_corrupt_rows(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """Rows whose image failed to decode take a valid row of the same batch, cycling through them."""
+  valid = batch['valid']
+  rows = tf.range(tf.shape(valid)[0])
+  valid_rows = tf.boolean_mask(rows, valid)
+  num_valid = tf.maximum(tf.size(valid_rows), 1)
+  source = tf.where(valid, rows, tf.gather(tf.concat([valid_rows, [0]], 0), rows % num_valid))
+  return {'image': tf.gather(batch['image'], source), 'label': tf.gather(batch['label'], source),
+          'valid': valid}
+
+
+class _CorruptCounter:
+  """Counts of images that failed to decode, per pipeline; read from the trainer's thread."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._counts: dict[str, int] = {}
+
+  def add(self, name: str, count: int) -> None:
+    with self._lock:
+      self._counts[name] = self._counts.get(name, 0) + count
+
+  def counts(self) -> dict[str, int]:
+    with self._lock:
+      return dict(self._counts)
+
+
+def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
+                         decode: Callable[[tf.Tensor], tf.Tensor]) -> np.ndarray:
+  """The per-pixel training mean [S, S, 3] (0-255) of the first `mean_num_images` training images.
+
+  The records are in the order TFDS wrote them, which TFDS shuffles, so they are a fair sample;
+  every process computes the same array. It is cached next to the prepared data.
+  """
+  size = config.input.resize_size
+  count = min(config.input.mean_num_images, builder.info.splits['train'].num_examples)
+  cache = pathlib.Path(builder.data_dir) / f'alexnet_jax_mean_{size}px_{count}images.npy'
+  if cache.exists():
+    mean = np.load(cache)
+    if mean.shape == (size, size, 3):
+      return mean
+  logging.info('Computing the per-pixel training mean from %d images into %s.', count, cache)
+  records = _records(builder, f'train[:{count}]', deterministic=True)
+  images = _map_tolerating_corrupt(
+      records, lambda example: {'image': decode(example['image'])},
+      lambda example: {'image': tf.zeros((size, size, 3))}, deterministic=True)
+  total, used = np.zeros((size, size, 3), np.float64), 0
+  for batch in tfds.as_numpy(images.batch(256).prefetch(1)):
+    total += batch['image'][batch['valid']].sum(axis=0, dtype=np.float64)
+    used += int(batch['valid'].sum())
+  if not used:
+    raise UserError(f'none of the first {count} training images of {builder.data_dir} could be '
+                    'decoded: the prepared data is damaged; delete that directory to re-prepare.')
+  mean = (total / used).astype(np.float32)
+  try:  # Atomic, so processes sharing a file system never read half a file.
+    with tempfile.NamedTemporaryFile(dir=cache.parent, suffix='.npy', delete=False) as f:
+      np.save(f, mean)
+    os.replace(f.name, cache)
+  except OSError as e:
+    logging.warning('Could not cache the training mean in %s (%s); it is recomputed next run.',
+                    cache, e)
+  return mean
+
+
+def _seed_words(*words: int) -> list[int]:
+  """Two well-mixed 32-bit words for a tuple of non-negative ints."""
+  return [int(w) for w in np.random.SeedSequence(list(words)).generate_state(2)]
+
+
+def create_dataset(config: ml_collections.ConfigDict, process_index: int,
+                   process_count: int) -> Dataset:
+  _check_config(config, process_count)
+  builder = prepare_builder(config.get('data_dir'), config.get('manual_dir'))
+  inp = config.input
+  size, resize_size = inp.image_size, inp.resize_size
+  deterministic = inp.deterministic
+  pixel_range = float(inp.pixel_range)
+
+  def decode_center_square(jpeg: tf.Tensor) -> tf.Tensor:
+    return preprocessing.decode_center_square(jpeg, resize_size) * (pixel_range / 255.0)
+
+  mean_image = load_or_compute_mean(  # On the 0-255 scale, whatever pixel_range is.
+      builder, config, lambda jpeg: preprocessing.decode_center_square(jpeg, resize_size))
+  mean_image = mean_image * (pixel_range / 255.0)
+  if inp.mean_subtraction == 'per_channel' or inp.augmentation == 'random_resized_crop':
+    mean = tf.constant(mean_image.mean(axis=(0, 1)))  # Random-resized crops have no fixed pixels.
+  else:
+    mean = tf.constant(mean_image)
+  counter = _CorruptCounter()
+  num_train = builder.info.splits['train'].num_examples
+  num_eval = builder.info.splits['validation'].num_examples
+  local_batch = config.batch_size // process_count
+  steps_per_epoch = num_train // process_count // local_batch
+  if not steps_per_epoch:
+    raise UserError(f'batch_size={config.batch_size} is larger than the training split '
+                    f'({num_train} images); lower --config.batch_size.')
+  train_split = tfds.split_for_jax_process('train', process_index=process_index,
+                                           process_count=process_count)
+  eval_split = tfds.split_for_jax_process('validation', process_index=process_index,
+                                          process_count=process_count)
+
+  def train_example(epoch_seed: tf.Tensor, position: tf.Tensor,
+                    example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    seed = tf.random.experimental.stateless_fold_in(epoch_seed, position)
+    crop_seed, flip_seed, lighting_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 3))
+    if inp.augmentation == 'paper':
+      image = preprocessing.subtract_mean(decode_center_square(example['image']), mean)
+      image = preprocessing.random_crop(image, crop_seed, size)
+    else:
+      image = preprocessing.random_resized_crop(example['image'], crop_seed, size)
+      image = preprocessing.subtract_mean(image * (pixel_range / 255.0), mean)
+    image = preprocessing.random_flip(image, flip_seed)
+    if inp.pca_lighting:
+      image = preprocessing.pca_lighting(image, lighting_seed, inp.pca_lighting_stddev,
+                                         pixel_range)
+    return {'image': image, 'label': example['label']}
+
+  def epoch_batches(epoch: int, skip_steps: int) -> tf.data.Dataset:
+    file_seed, buffer_seed = _seed_words(config.seed, epoch, process_index)
+    epoch_seed = tf.constant(_seed_words(config.seed, epoch, process_index, 1), tf.int64)
+    ds = _records(builder, train_split, deterministic, shuffle_seed=file_seed)
+    ds = ds.shuffle(inp.shuffle_buffer, seed=buffer_seed)
+    ds = ds.take(steps_per_epoch * local_batch).enumerate().skip(skip_steps * local_batch)
+    ds = _map_tolerating_corrupt(
+        ds, lambda position, example: train_example(epoch_seed, position, example),
+        lambda position, example: {'image': tf.zeros((size, size, 3)),
+                                   'label': example['label']}, deterministic)
+    ds = ds.batch(local_batch, drop_remainder=True).map(_replace_corrupt_rows)
+    return ds.prefetch(2)
+
+  def train_batches(start_step: int) -> Iterator[Batch]:
+    epoch, skip_steps = divmod(start_step, steps_per_epoch)
+    while True:
+      for batch in tfds.as_numpy(epoch_batches(epoch, skip_steps)):
+        corrupt = int((~batch.pop('valid')).sum())
+        if corrupt:
+          counter.add('train', corrupt)
+          if corrupt == local_batch:
+            raise UserError(f'no image of a training batch in epoch {epoch} could be decoded: '
+                            f'the prepared data in {builder.data_dir} is damaged; delete it to '
+                            're-prepare from the tars.')
+        yield batch
+      epoch, skip_steps = epoch + 1, 0
+
+  local_eval = config.eval_batch_size // process_count
+  eval_steps = -(-(-(-num_eval // process_count)) // local_eval)  # ceil(ceil(N / P) / B).
+
+  def eval_batches(name: str, view: Callable[[tf.Tensor], tf.Tensor],
+                   view_shape: tuple[int, ...]) -> Iterator[Batch]:
+    ds = _map_tolerating_corrupt(
+        _records(builder, eval_split, deterministic=True),
+        lambda example: {'image': view(preprocessing.subtract_mean(
+            decode_center_square(example['image']), mean)), 'label': example['label']},
+        lambda example: {'image': tf.zeros(view_shape), 'label': example['label']},
+        deterministic=True)
+    ds = ds.map(lambda example: {**example, 'real': True})
+    padding = {'image': tf.zeros(view_shape), 'label': tf.constant(0), 'valid': False,
+               'real': False}
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+    ds = ds.take(eval_steps * local_eval).batch(local_eval).prefetch(2)
+    for batch in tfds.as_numpy(ds):
+      valid, real = batch.pop('valid'), batch.pop('real')
+      corrupt = int((real & ~valid).sum())
+      if corrupt:
+        counter.add(name, corrupt)
+      batch['mask'] = valid & real
+      yield batch
+
+  evaluations = {'': lambda: eval_batches(
+      'eval', lambda image: preprocessing.center_crop(image, size), (size, size, 3))}
+  if inp.eval_crops == 'ten':
+    evaluations['ten_crop'] = lambda: eval_batches(
+        'eval_ten_crop', lambda image: preprocessing.ten_crops(image, size), (10, size, size, 3))
+
+  return Dataset(
+      num_classes=builder.info.features['label'].num_classes,
+      image_shape=(size, size, 3),
+      num_train_examples=num_train,
+      num_eval_examples=num_eval,
+      class_names=tuple(builder.info.features['label'].names),
+      train_batches=train_batches,
+      eval_batches=evaluations,
+      corrupt_image_counts=counter.counts,
+  )

@@ -1,0 +1,189 @@
+"""Fast CPU kernels for AlexNet's layers, each with a hand-written gradient (`jax.custom_vjp`).
+
+XLA:CPU runs the forward passes of these layers well but their automatic gradients badly: the
+transpose of LRN's padded window sum, max-pool's `select_and_scatter` and the weight gradient of
+conv1's strided 11x11 convolution each take several times their forward's time (measurements in
+docs/performance.md). The functions here compute exactly the same values and gradients in forms
+XLA:CPU fuses or runs as large matrix products. `tests/ops_test.py` checks them against the
+straightforward path (plain `lax` ops differentiated by JAX).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+
+
+def _window_sum(values: Array, n: int) -> Array:
+  """sum_{|j-i| <= n//2} values_j over the last axis, zero outside; n shifted slices fuse into
+  one elementwise loop (a windowed reduce does not)."""
+  half = n // 2
+  channels = values.shape[-1]
+  padded = jnp.pad(values, ((0, 0),) * (values.ndim - 1) + ((half, half),))
+  total = padded[..., :channels]
+  for i in range(1, n):
+    total = total + padded[..., i:i + channels]
+  return total
+
+
+def _negative_power(base: Array, beta: float) -> Array:
+  """base ** -beta; beta = 0.75 (the paper's) as rsqrt(base * sqrt(base)), cheaper than exp/log."""
+  if beta == 0.75:
+    return lax.rsqrt(base * lax.sqrt(base))
+  return lax.pow(base, jnp.asarray(-beta, base.dtype))
+
+
+def reference_lrn(x: Array, *, k: float, n: int, alpha: float, beta: float) -> Array:
+  """The paper's LRN written plainly (JAX differentiates it): the reference for the fast one."""
+  return x * lax.pow(k + alpha * _window_sum(jnp.square(x), n), jnp.asarray(-beta, x.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def fused_lrn(x: Array, k: float, n: int, alpha: float, beta: float) -> Array:
+  """Paper §3.3 LRN over the last axis, x / (k + alpha * sum_{|j-i|<=n/2} x_j^2)^beta."""
+  return x * _negative_power(k + alpha * _window_sum(jnp.square(x), n), beta)
+
+
+def _fused_lrn_fwd(x, k, n, alpha, beta):
+  denominator = k + alpha * _window_sum(jnp.square(x), n)
+  return x * _negative_power(denominator, beta), (x, denominator)
+
+
+def _fused_lrn_bwd(k, n, alpha, beta, residuals, g):
+  # y_i = x_i d_i^-beta with d_i = k + alpha sum_{j in W(i)} x_j^2 and a symmetric window W, so
+  # dx_j = g_j d_j^-beta - 2 alpha beta x_j sum_{i in W(j)} g_i y_i / d_i.
+  del k
+  x, denominator = residuals
+  scale = _negative_power(denominator, beta)
+  return (g * scale - (2.0 * alpha * beta) * x * _window_sum(g * x * scale / denominator, n),)
+
+
+fused_lrn.defvjp(_fused_lrn_fwd, _fused_lrn_bwd)
+
+
+def reference_max_pool(x: Array, window: int, stride: int) -> Array:
+  """VALID max-pool over H and W of NHWC input, differentiated by JAX (`select_and_scatter`)."""
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1),
+                           'VALID')
+
+
+def _window_taps(x: Array, window: int, stride: int, out_h: int, out_w: int):
+  """The window*window strided views of x, in row-major window order (one per window tap)."""
+  for a in range(window):
+    for b in range(window):
+      yield a, b, lax.slice(x, (0, a, b, 0),
+                            (x.shape[0], a + stride * (out_h - 1) + 1,
+                             b + stride * (out_w - 1) + 1, x.shape[3]),
+                            (1, stride, stride, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def max_pool(x: Array, window: int, stride: int) -> Array:
+  """VALID max-pool over H and W of NHWC input; the same values and gradient as
+  `reference_max_pool` (each window's gradient goes to its first maximum in row-major order)."""
+  return reference_max_pool(x, window, stride)
+
+
+def _max_pool_fwd(x, window, stride):
+  y = reference_max_pool(x, window, stride)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, stride, residuals, g):
+  # Route each output's gradient to the first tap equal to the window maximum, tap by tap, and
+  # place it back at that tap's strided positions with an interior-padded `pad` (fuses with the
+  # sum), instead of XLA:CPU's slow select_and_scatter.
+  x, y = residuals
+  batch, height, width, channels = x.shape
+  out_h, out_w = y.shape[1:3]
+  taken = jnp.zeros(y.shape, bool)
+  dx = jnp.zeros_like(x)
+  zero = jnp.zeros((), g.dtype)
+  for a, b, tap in _window_taps(x, window, stride, out_h, out_w):
+    hit = (tap == y) & ~taken
+    taken = taken | hit
+    routed = jnp.where(hit, g, zero)
+    pad_h = (a, height - a - stride * (out_h - 1) - 1, stride - 1)
+    pad_w = (b, width - b - stride * (out_w - 1) - 1, stride - 1)
+    dx = dx + lax.pad(routed, zero, ((0, 0, 0), pad_h, pad_w, (0, 0, 0)))
+  del batch, channels
+  return (dx,)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def reference_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+  """2-D NHWC x HWIO convolution, differentiated by JAX (XLA's own gradient convolutions)."""
+  return lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding),) * 2,
+                                  dimension_numbers=_NHWC)
+
+
+def _space_to_depth(x: Array, block: int) -> Array:
+  """[B, H, W, C] -> [B, H/block, W/block, block*block*C], (row, column, channel) minor order."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // block, w // block, block * block * c)
+
+
+def strided_conv_kernel_grad(x: Array, g: Array, kernel_size: int, stride: int,
+                             padding: int) -> Array:
+  """d loss / d kernel of `reference_conv(x, kernel, stride, padding)` given g = d loss / d out.
+
+  XLA:CPU runs this weight gradient at a few % of peak for conv1 (11x11, stride 4, 3 channels).
+  Here the input is rearranged space-to-depth so that the strided 11x11 window becomes a 3x3 window
+  of stride 1 over 48 channels (the kernel is padded to 12x12 with zeros; their gradient is
+  discarded), and each of the 9 taps is one batched matrix product summed over the batch.
+  """
+  batch, _, _, channels = x.shape
+  out_h, out_w, features = g.shape[1:]
+  taps = -(-kernel_size // stride)  # Window size in space-to-depth blocks.
+  span = stride * taps
+  # Zero-pad so the blocked input covers every window: (out - 1) * stride + span rows.
+  rows, cols = (out_h - 1) * stride + span, (out_w - 1) * stride + span
+  x = jnp.pad(x, ((0, 0), (padding, 0), (padding, 0), (0, 0)))
+  x = jnp.pad(x[:, :rows, :cols], ((0, 0), (0, rows - min(rows, x.shape[1])),
+                                   (0, cols - min(cols, x.shape[2])), (0, 0)))
+  blocks = _space_to_depth(x, stride)
+  g_flat = g.reshape(batch, out_h * out_w, features)
+  tap_grads = []
+  for i in range(taps):
+    for j in range(taps):
+      window = blocks[:, i:i + out_h, j:j + out_w].reshape(batch, out_h * out_w, -1)
+      # A batched product then a sum over the batch runs far faster on XLA:CPU than a single
+      # product contracting over batch x positions.
+      tap_grads.append(jnp.einsum('bnc,bno->bco', window, g_flat).sum(0))
+  grad = jnp.stack(tap_grads).reshape(taps, taps, stride, stride, channels, features)
+  grad = grad.transpose(0, 2, 1, 3, 4, 5).reshape(span, span, channels, features)
+  return grad[:kernel_size, :kernel_size]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+  """`reference_conv` with a faster weight gradient for strided convolutions (conv1)."""
+  return reference_conv(x, kernel, stride, padding)
+
+
+def _conv_fwd(x, kernel, stride, padding):
+  return reference_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_bwd(stride, padding, residuals, g):
+  x, kernel = residuals
+  _, input_grad_fn = jax.vjp(lambda x_: reference_conv(x_, kernel, stride, padding), x)
+  (x_grad,) = input_grad_fn(g)  # Dead code for conv1, whose input is the image.
+  if stride == 1:  # XLA's own weight gradient is as fast as the alternatives measured here.
+    _, kernel_grad_fn = jax.vjp(lambda k_: reference_conv(x, k_, stride, padding), kernel)
+    (kernel_grad,) = kernel_grad_fn(g)
+  else:
+    kernel_grad = strided_conv_kernel_grad(x, g, kernel.shape[0], stride, padding)
+  return x_grad, kernel_grad.astype(kernel.dtype)
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)

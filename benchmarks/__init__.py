@@ -1,0 +1,1 @@
+"""Benchmarks that compare alexnet_jax with other frameworks (optional dependencies)."""

@@ -1,0 +1,181 @@
+"""Tests of the paper conformance report: the paper config matches every row, each deliberate
+deviation shows on its own rows, and the counts agree with hand arithmetic."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax import checkpoint, conformance, models, train
+from alexnet_jax.errors import UserError
+from configs import default, imagenet, torchvision
+
+# Multiply-adds per image, by hand from PAPER.md's layer table (227x227 input):
+# output positions x kernels x (kernel area x input channels each kernel sees).
+PAPER_MACS = {
+    'conv1': 55 * 55 * 96 * (11 * 11 * 3),  # 105,415,200
+    'conv2': 27 * 27 * 256 * (5 * 5 * 48),  # groups: each kernel sees its tower's 48 channels
+    'conv3': 13 * 13 * 384 * (3 * 3 * 256),  # sees both towers
+    'conv4': 13 * 13 * 384 * (3 * 3 * 192),
+    'conv5': 13 * 13 * 256 * (3 * 3 * 192),
+    'fc6': 6 * 6 * 256 * 4096,
+    'fc7': 4096 * 4096,
+    'fc8': 4096 * 1000,
+}
+# Weights plus biases.
+PAPER_PARAMS = (96 * 11 * 11 * 3 + 96 + 256 * 5 * 5 * 48 + 256 + 384 * 3 * 3 * 256 + 384
+                + 384 * 3 * 3 * 192 + 384 + 256 * 3 * 3 * 192 + 256
+                + 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000)
+# torchvision: one tower of 64-192-384-256-256, conv1 padded by 2 at 224x224 (still 55x55).
+TORCHVISION_MACS = (55 * 55 * 64 * 11 * 11 * 3 + 27 * 27 * 192 * 5 * 5 * 64
+                    + 13 * 13 * 384 * 3 * 3 * 192 + 13 * 13 * 256 * 3 * 3 * 384
+                    + 13 * 13 * 256 * 3 * 3 * 256 + 9216 * 4096 + 4096 * 4096 + 4096 * 1000)
+TORCHVISION_PARAMS = (64 * 363 + 64 + 192 * 1600 + 192 + 384 * 1728 + 384 + 256 * 3456 + 256
+                      + 256 * 2304 + 256 + 9216 * 4096 + 4096 + 4096 * 4096 + 4096
+                      + 4096 * 1000 + 1000)
+
+
+def _differs(rows):
+  return {(r.layer, r.item) for r in rows if r.status == 'DIFFERS'}
+
+
+def _row(rows, layer, item):
+  (row,) = [r for r in rows if (r.layer, r.item) == (layer, item)]
+  return row
+
+
+def test_hand_counts_are_the_papers_numbers():
+  assert sum(PAPER_MACS.values()) == 724_406_816
+  assert PAPER_PARAMS == 60_965_224
+  assert TORCHVISION_PARAMS == 61_100_840
+  assert TORCHVISION_MACS == 714_188_480
+
+
+def test_paper_spec_arithmetic_agrees_with_hand_counts():
+  shapes = conformance.paper_shapes()
+  assert {r['name']: r['macs'] for r in shapes} == PAPER_MACS
+  assert sum(r['params'] for r in shapes) == PAPER_PARAMS
+  assert [r['side'] for r in shapes[:5]] == [55, 27, 13, 13, 13]
+
+
+def test_paper_config_matches_every_row():
+  rows = conformance.report(imagenet.get_config())
+  assert [r for r in rows if r.status != 'match'] == []
+  assert conformance.exit_status(rows) == 0
+  assert conformance.summary(rows) == f'conformance: all {len(rows)} measured rows match the paper.'
+  for layer, macs in PAPER_MACS.items():
+    assert _row(rows, layer, 'multiply-adds').measured == f'{macs:,}'
+  assert _row(rows, 'total', 'multiply-adds per image').measured == f'{724_406_816:,}'
+  assert _row(rows, 'total', 'parameters').measured == f'{PAPER_PARAMS:,}'
+  assert _row(rows, 'conv2', 'kernels see').measured == 'own tower: 48 of 96 channels'
+  assert _row(rows, 'conv3', 'kernels see').measured == 'all 256 channels'
+
+
+LRN_WINDOW_ROWS = {('conv1', 'LRN window'), ('conv2', 'LRN window')}
+
+
+def test_each_deviation_differs_on_its_rows():
+  # Deviations that touch disjoint rows, measured in one report to keep the test fast: tanh,
+  # Caffe's LRN (k=1, alpha/n, window across both towers), 2/2 pooling, torchvision's dropout.
+  config = imagenet.get_config()
+  config.model.update(activation='tanh', lrn_k=1.0, lrn_alpha_divided_by_n=True,
+                      lrn_scope='across_towers', pooling='non_overlapping',
+                      dropout_placement='before')
+  rows = conformance.report(config, measure_init=False)
+  activation_rows = {(f'conv{i}', 'activation') for i in range(1, 6)} | {('fc6', 'activation'),
+                                                                          ('fc7', 'activation')}
+  lrn_rows = {('conv1', 'LRN'), ('conv2', 'LRN')}
+  pool_rows = {(f'conv{i}', 'max-pool') for i in (1, 2, 5)}
+  dropout_rows = {('fc6', 'dropout on input'), ('fc8', 'dropout on input')}
+  assert _differs(rows) == activation_rows | lrn_rows | LRN_WINDOW_ROWS | pool_rows | dropout_rows
+  assert {_row(rows, *key).measured for key in activation_rows} == {'tanh'}
+  for layer, channels in (('conv1', 96), ('conv2', 256)):
+    lrn = _row(rows, layer, 'LRN')
+    assert lrn.measured == 'k=1 n=5 alpha=2e-05 beta=0.75'
+    assert 'divided by n' in lrn.note
+    assert _row(rows, layer, 'LRN window').measured == f'across all {channels} channels'
+  assert _row(rows, 'conv1', 'max-pool').measured == '2x2 s2 -> 27x27x96'
+  assert _row(rows, 'conv5', 'max-pool').measured == '2x2 s2 -> 6x6x256'
+  assert _row(rows, 'fc6', 'dropout on input').measured == 'dropout 0.50'
+  assert _row(rows, 'fc7', 'dropout on input').measured == 'dropout 0.50'
+  assert _row(rows, 'fc8', 'dropout on input').measured == 'none'
+
+
+def test_one_tower_differs_in_towers_and_counts():
+  config = imagenet.get_config()
+  config.model.towers = 1
+  rows = conformance.report(config, measure_init=False)
+  assert _differs(rows) == (
+      {(f'conv{i}', 'kernels') for i in range(1, 6)} | {('fc6', 'units'), ('fc7', 'units')}
+      | LRN_WINDOW_ROWS | {(f'conv{i}', 'kernels see') for i in (2, 4, 5)}
+      | {(f'conv{i}', 'multiply-adds') for i in (2, 4, 5)}
+      | {('total', 'parameters'), ('total', 'multiply-adds per image')})
+  assert _row(rows, 'conv2', 'kernels see').measured == 'all 96 channels'
+  # PAPER.md: the same channels without groups.
+  assert _row(rows, 'total', 'parameters').measured == f'{62_378_344:,}'
+  assert _row(rows, 'total', 'multiply-adds per image').measured == f'{1_135_256_096:,}'
+
+
+def test_torchvision_variant():
+  rows = conformance.report(torchvision.get_config(), measure_init=False)
+  assert _row(rows, 'total', 'parameters').measured == f'{TORCHVISION_PARAMS:,}'
+  assert _row(rows, 'total', 'multiply-adds per image').measured == f'{TORCHVISION_MACS:,}'
+  assert _row(rows, 'conv1', 'kernel, stride, pad').measured == '11x11 s4 p2'
+  assert _row(rows, 'conv1', 'output').measured == '55x55x64'
+  assert _row(rows, 'conv2', 'kernels see').measured == 'all 64 channels'
+  assert _row(rows, 'fc6', 'dropout on input').measured == 'dropout 0.50'
+  assert _row(rows, 'fc8', 'dropout on input').measured == 'none'
+  assert _row(rows, 'conv5', 'max-pool').measured == '3x3 s2 -> 6x6x256'
+  assert _row(rows, 'conv1', 'LRN').measured == 'none'
+  assert _row(rows, 'conv2', 'LRN').status == 'DIFFERS'
+  assert ('conv3', 'kernel, stride, pad') not in _differs(rows)
+
+
+def test_reports_a_checkpoints_params(tmp_path):
+  config = default.get_config()
+  model = models.create_model(config.model)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 99, 99, 1)))['params']
+  rng = np.random.default_rng(3)  # Stand-in trained weights; no init compile needed.
+  params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), abstract)
+  state = train.TrainState(step=jnp.int32(7), params=params, opt_state=())
+  saver = checkpoint.Checkpointer(str(tmp_path))
+  saver.save(7, state, {'step': 7}, {})
+  saver.wait_until_finished()
+  saver.close()
+  loaded = checkpoint.restore_params(str(tmp_path))
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), loaded, state.params))
+  rows = conformance.report(config, loaded)
+  assert {r.status for r in rows if r.item == 'init'} == {'n/a'}
+  count = sum(leaf.size for leaf in jax.tree.leaves(state.params))
+  assert _row(rows, 'total', 'parameters').measured == f'{count:,}'
+  assert _row(rows, 'conv2', 'kernels see').measured == 'own tower: 24 of 48 channels'
+
+  config.model.fc_features = (512, 512)
+  with pytest.raises(UserError, match='parameter fc6/'):
+    conformance.report(config, loaded)
+
+
+@pytest.mark.slow
+def test_command_line_on_the_embedded_default():
+  env = dict(os.environ, PYTHONPATH=os.getcwd())
+  command = [sys.executable, '-m', 'alexnet_jax.conformance', '--config=configs/default.py',
+             '--config.model.lrn_k=1']
+  result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+  assert result.returncode == 1, result.stderr
+  rows = {tuple(cell.strip() for cell in line.split('|')[1:3]): line.split('|')[3:6]
+          for line in result.stdout.splitlines() if line.startswith('| ')}
+  assert rows['input', 'image'][1].strip() == '99x99x1'
+  assert rows['conv1', 'LRN'][1].strip().startswith('k=1 n=5')  # The override took effect.
+  # He init: conv1's 11*11*1 fan-in gives std sqrt(2 / 121) = 0.1286 (5808 weights: +-0.0012).
+  init = rows['conv1', 'init'][1].split()
+  assert abs(float(init[1]) - 0.1286) < 0.005 and rows['conv1', 'init'][2].strip() == 'DIFFERS'
+  assert rows['fc8', 'units'][1].strip() == '10'
+  assert result.stdout.strip().splitlines()[-1].startswith('conformance: ')
+
+  missing = subprocess.run(command[:4] + ['--checkpoint=/nonexistent'], capture_output=True,
+                           text=True, env=env, timeout=600)
+  assert missing.returncode == 2 and 'error:' in missing.stderr

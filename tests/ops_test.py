@@ -1,0 +1,109 @@
+"""The fast kernels (alexnet_jax/ops.py) against the straightforward lax ops differentiated by JAX.
+
+Tolerances: values and gradients agree to float32 rounding (1e-5 of the largest entry; 1e-4 for
+the whole model's gradients): the fast paths reorder sums, so they are not bit-identical.
+Max-pool routes gradients to exactly the same entries.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax import models, ops
+from configs import default
+
+jax.config.update('jax_default_matmul_precision', 'highest')
+RTOL = 1e-5
+
+
+def _assert_close(actual, expected, rtol=RTOL):
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  scale = np.max(np.abs(expected))
+  assert scale > 0
+  np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale)
+
+
+def _value_and_input_grad(fn, x, seed=1):
+  @jax.jit  # One compilation instead of one per op.
+  def run(x_):
+    y, vjp = jax.vjp(fn, x_)
+    cotangent = jax.random.normal(jax.random.key(seed), y.shape, y.dtype)
+    return y, vjp(cotangent)[0]
+  return run(x)
+
+
+@pytest.mark.parametrize('shape', [(2, 5, 5, 7), (1, 3, 4, 16)])
+@pytest.mark.parametrize('beta', [0.75, 0.6])
+def test_fused_lrn_matches_reference(shape, beta):
+  x = 3.0 * jax.random.normal(jax.random.key(0), shape)
+  params = dict(k=2.0, n=5, alpha=0.05, beta=beta)  # A large alpha makes the window matter.
+  fast = _value_and_input_grad(lambda v: ops.fused_lrn(v, *params.values()), x)
+  ref = _value_and_input_grad(lambda v: ops.reference_lrn(v, **params), x)
+  for a, b in zip(fast, ref):
+    _assert_close(a, b)
+
+
+def test_reference_lrn_matches_the_formula_by_hand():
+  x = np.arange(1.0, 4.0, dtype=np.float32).reshape(1, 1, 1, 3)  # channels 1, 2, 3; n = 3
+  expected = [1 / (2 + 0.1 * (1 + 4)) ** 0.5, 2 / (2 + 0.1 * 14) ** 0.5, 3 / (2 + 0.1 * 13) ** 0.5]
+  got = ops.fused_lrn(jnp.asarray(x), 2.0, 3, 0.1, 0.5)
+  np.testing.assert_allclose(np.ravel(got), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('window,stride', [(3, 2), (2, 2)])
+def test_max_pool_matches_reference_including_ties(window, stride):
+  # Integer-valued inputs have many ties: the gradient must still go to the first maximum only.
+  x = jnp.round(2.0 * jax.random.normal(jax.random.key(0), (2, 9, 7, 3)))
+  fast = _value_and_input_grad(lambda v: ops.max_pool(v, window, stride), x)
+  ref = _value_and_input_grad(lambda v: ops.reference_max_pool(v, window, stride), x)
+  np.testing.assert_array_equal(fast[0], ref[0])
+  # Same routing (the same entries receive gradient); overlapping windows sum in another order.
+  np.testing.assert_array_equal(fast[1] != 0, ref[1] != 0)
+  np.testing.assert_allclose(fast[1], ref[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize('size,kernel_size,stride,padding', [
+    (23, 11, 4, 0),  # conv1's geometry, small.
+    (20, 11, 4, 2),  # torchvision's padded conv1.
+    (9, 3, 2, 1),
+    (7, 3, 1, 1),  # Stride 1 keeps XLA's gradient.
+])
+def test_conv_matches_reference(size, kernel_size, stride, padding):
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, size, size, 3))
+  kernel = jax.random.normal(keys[1], (kernel_size, kernel_size, 3, 5))
+  loss = lambda conv_fn: lambda x_, k_: jnp.sum(
+      jnp.sin(conv_fn(x_, k_, stride, padding)))  # Non-uniform cotangent.
+  _assert_close(ops.conv(x, kernel, stride, padding),
+                ops.reference_conv(x, kernel, stride, padding))
+  fast = jax.jit(jax.grad(loss(ops.conv), argnums=(0, 1)))(x, kernel)
+  ref = jax.jit(jax.grad(loss(ops.reference_conv), argnums=(0, 1)))(x, kernel)
+  for a, b in zip(fast, ref):
+    _assert_close(a, b)
+
+
+def test_model_loss_gradients_agree_fast_vs_straightforward():
+  config = default.get_config().model
+  config.conv_features = (8, 8, 8, 8, 8)
+  config.fc_features = (16, 16)
+  config.num_classes = 5
+  images = jax.random.normal(jax.random.key(0), (2, 67, 67, 3))
+  labels = jnp.array([1, 3])
+  fast_model = models.create_model(config)
+  config.fast_ops = False
+  reference_model = models.create_model(config)
+  params = jax.jit(reference_model.init)(jax.random.key(1), images)['params']
+
+  def loss(model):
+    def fn(p):
+      logits = model.apply({'params': p}, images, train=True, rngs={'dropout': jax.random.key(2)})
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+    return jax.jit(jax.value_and_grad(fn))
+
+  fast_loss, fast_grads = loss(fast_model)(params)
+  ref_loss, ref_grads = loss(reference_model)(params)
+  np.testing.assert_allclose(fast_loss, ref_loss, rtol=1e-6)
+  assert jax.tree.structure(fast_grads) == jax.tree.structure(ref_grads)
+  for a, b in zip(jax.tree.leaves(fast_grads), jax.tree.leaves(ref_grads)):
+    _assert_close(a, b, rtol=1e-4)
