@@ -13,6 +13,11 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m pip install -q -r requirements.txt
 	touch $@
 
+# PyTorch only serves as the reference in tests/convert_test.py (and reads .pth files in convert).
+$(VENV)/.installed-torch: $(VENV)/.installed requirements-torch.txt
+	$(PYTHON) -m pip install -q -r requirements-torch.txt
+	touch $@
+
 # Offline machines: TFDS cannot download Fashion-MNIST, so take the Debian package's copy when
 # apt-get is usable (root). With internet, TFDS's normal download is used and this is optional.
 data:
@@ -24,5 +29,5 @@ data:
 demo: setup data
 	$(PYTHON) run.py --config=configs/default.py --workdir=workdirs/default
 
-test: setup data
+test: setup data $(VENV)/.installed-torch
 	$(PYTHON) -m pytest -q

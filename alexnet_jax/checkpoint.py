@@ -222,6 +222,55 @@ def one_line(error: BaseException) -> str:
   return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
+def latest_step(checkpoint_dir: str) -> int:
+  """The newest complete step in a Checkpointer's directory."""
+  step = None
+  if os.path.isdir(checkpoint_dir):
+    manager = ocp.CheckpointManager(checkpoint_dir,
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    step = manager.latest_step()
+    manager.close()
+  if step is None:
+    raise UserError(f'no checkpoint in {checkpoint_dir}; train first or pass the right --workdir.')
+  return step
+
+
+def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None = None) -> Any:
+  """Only the parameters of `step` (default: the latest) in a Checkpointer's directory.
+
+  A partial restore: the optimizer state is never read, so a checkpoint written with any optimizer
+  (or a converted one) loads into a model for inference, feature extraction or fine-tuning.
+  """
+  step = latest_step(checkpoint_dir) if step is None else step
+  path = os.path.join(os.path.abspath(checkpoint_dir), str(step), 'state')
+  if not os.path.isdir(path):
+    raise UserError(f'no checkpoint of step {step} in {checkpoint_dir}; pass the right '
+                    '--workdir/--checkpoint.')
+  checkpointer = ocp.PyTreeCheckpointer()
+  saved = checkpointer.metadata(path)
+  saved = getattr(saved, 'item_metadata', saved)  # Orbax wraps the tree in newer versions.
+  saved = getattr(saved, 'tree', saved)
+  _check_same_params(checkpoint_dir, saved.get('params', {}), abstract_params)
+  target = {'params': abstract_params}
+  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
+  return restored['params']
+
+
+def _check_same_params(directory: str, saved_params: Any, expected_params: Any) -> None:
+  saved, expected = dict(_flatten(saved_params)), dict(_flatten(expected_params))
+  for name in sorted(set(saved) | set(expected)):
+    saved_shape = getattr(saved.get(name), 'shape', None)
+    expected_shape = getattr(expected.get(name), 'shape', None)
+    if saved_shape is None or expected_shape is None or tuple(saved_shape) != tuple(
+        expected_shape):
+      raise UserError(
+          f'{directory} holds a checkpoint of a different model (parameter {name}: '
+          f'saved {_shape_str(saved_shape)}, this config {_shape_str(expected_shape)}); '
+          'use a new --workdir or the config that wrote it.')
+
+
 def _flatten(tree: Any) -> list[tuple[str, Any]]:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return [('/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
@@ -232,7 +281,7 @@ def _shape_str(shape) -> str:
   return 'nothing' if shape is None else 'x'.join(map(str, shape)) or 'scalar'
 
 
-def restore_params(path: str) -> Any:
+def read_params(path: str) -> Any:
   """The params of a saved train state, without knowing the model: for reports on checkpoints.
 
   `path` is a workdir, its `checkpoints` directory (the latest step is read) or one step's

@@ -68,8 +68,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
              f'config.mesh.{axis}={size!r} must be a positive device count, or -1 to fill.')
 
   model = config.model
+  _one_of(model, 'name', models.MODEL_NAMES, 'config.model')
   if model.get('name', 'alexnet') == 'small_cnn':
     _validate_small_cnn(config)
+    return
+  if model.get('name', 'alexnet') == 'lenet5':
+    _one_of(model, 'lenet_activation', tuple(models.ACTIVATIONS), 'config.model')
+    _require(config.input.image_size == 32,
+             f'config.input.image_size={config.input.image_size}: LeNet-5 takes 32x32 inputs.')
     return
   _one_of(model, 'activation', tuple(models.ACTIVATIONS), 'config.model')
   _one_of(model, 'pooling', tuple(models.POOLINGS), 'config.model')

@@ -840,7 +840,7 @@ def _fit_lrn(amplitudes: np.ndarray, ratio: np.ndarray) -> tuple[float, float, f
 def run(config: ml_collections.ConfigDict, checkpoint: str | None = None,
         title: str = '') -> int:
   """Prints the report; returns the exit status: 0 when every row matches, 1 otherwise."""
-  params = checkpoint_lib.restore_params(checkpoint) if checkpoint else None
+  params = checkpoint_lib.read_params(checkpoint) if checkpoint else None
   rows = report(config, params)
   source = f'checkpoint {checkpoint}' if checkpoint else 'freshly initialised'
   print(f'AlexNet paper conformance: {title} ({source})\n')

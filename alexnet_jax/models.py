@@ -38,6 +38,7 @@ POOLINGS = {'overlapping': (3, 2), 'non_overlapping': (2, 2)}  # (window, stride
 DROPOUT_PLACEMENTS = ('after', 'before')
 LRN_SCOPES = ('per_tower', 'across_towers')
 INITS = ('paper', 'he')
+MODEL_NAMES = ('alexnet', 'small_cnn', 'lenet5')  # config.model.name
 
 
 def local_response_norm(x: Array, *, k: float = 2.0, n: int = 5, alpha: float = 1e-4,
@@ -344,6 +345,10 @@ def create_model(model_config: Any, num_classes: int | None = None) -> nn.Module
     )
   if name == 'small_cnn':
     return create_small_cnn(model_config, num_classes)
+  if name == 'lenet5':
+    return LeNet5(num_classes=num_classes or model_config.num_classes,
+                  activation=model_config.get('lenet_activation', 'tanh'),
+                  dtype=jnp.dtype(model_config.get('dtype', 'float32')))
   raise ValueError(f'unknown model name {name!r}')
 
 
@@ -382,3 +387,32 @@ def create_small_cnn(model_config: Any, num_classes: int | None = None) -> Small
                   features=tuple(model_config.get('small_cnn_features', (32, 32, 64))),
                   activation=model_config.activation,
                   dtype=jnp.dtype(model_config.get('dtype', 'float32')))
+
+
+class LeNet5(nn.Module):
+  """LeNet-5 (LeCun et al., 1998), the baseline AlexNet is usually compared with.
+
+  C1 6@5x5 -> S2 2x2 average pool -> C3 16@5x5 -> S4 2x2 average pool -> C5 120 -> F6 84 -> output.
+  Two simplifications, as in most modern reimplementations: C3 sees all six S2 maps (the paper
+  wires each C3 map to a subset), and S2/S4 are plain average pools (the paper's have a trainable
+  scale and bias). On a 32x32 input C5 is a 5x5 convolution over a 5x5 map, i.e. a dense layer.
+  """
+  num_classes: int = 10
+  activation: str = 'tanh'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images_BHWC: Array, *, train: bool = False) -> Array:
+    del train  # No dropout in LeNet-5.
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'unknown activation {self.activation!r}; '
+                       f'expected one of {list(ACTIVATIONS)}')
+    act = ACTIVATIONS[self.activation]
+    pool = lambda x: nn.avg_pool(x, (2, 2), strides=(2, 2))
+    x = images_BHWC.astype(self.dtype)
+    x = pool(act(nn.Conv(6, (5, 5), padding='VALID', dtype=self.dtype, name='conv1')(x)))
+    x = pool(act(nn.Conv(16, (5, 5), padding='VALID', dtype=self.dtype, name='conv2')(x)))
+    x = x.reshape(x.shape[0], -1)
+    x = act(nn.Dense(120, dtype=self.dtype, name='fc3')(x))
+    x = act(nn.Dense(84, dtype=self.dtype, name='fc4')(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc5')(x).astype(jnp.float32)

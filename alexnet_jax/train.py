@@ -22,7 +22,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from alexnet_jax import checkpoint, config_checks, data, metrics, models, parallel, preemption
+from alexnet_jax import (checkpoint, config_checks, data, finetune, metrics, models, parallel,
+                         preemption)
 from alexnet_jax.errors import UserError
 
 
@@ -54,6 +55,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     unclipped = make
     make = lambda learning_rate: optax.chain(
         optax.clip_by_global_norm(config.grad_clip_norm), unclipped(learning_rate))
+  if finetune.frozen_layers(config):
+    make = finetune.with_frozen_layers(make, finetune.frozen_layers(config))
   return optax.inject_hyperparams(make)(learning_rate=config.learning_rate)
 
 
@@ -251,6 +254,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   pending_eval = False  # The evaluation at start_step was interrupted by a signal: redo it first.
   if restored is None:
     state = jax.jit(init, out_shardings=shardings)(init_key)
+    if config.get('finetune') and config.finetune.get('init_from'):
+      params = finetune.pretrained_params(config, state.params)
+      state = jax.device_put(TrainState(state.step, params, tx.init(params)), shardings)
+      logging.info('Initialised from %s (fresh: %s; frozen: %s).', config.finetune.init_from,
+                   tuple(config.finetune.get('reinit') or ()), finetune.frozen_layers(config))
     start_step = 0
   else:
     start_step, state, input_position, trainer_state = restored

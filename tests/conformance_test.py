@@ -146,7 +146,7 @@ def test_reports_a_checkpoints_params(tmp_path):
   saver.save(7, state, {'step': 7}, {})
   saver.wait_until_finished()
   saver.close()
-  loaded = checkpoint.restore_params(str(tmp_path))
+  loaded = checkpoint.read_params(str(tmp_path))
   assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), loaded, state.params))
   rows = conformance.report(config, loaded)
   assert {r.status for r in rows if r.item == 'init'} == {'n/a'}

@@ -31,6 +31,9 @@ class Dataset:
   # Images of this process that failed to decode so far, by pipeline ('train', 'eval', ...):
   # training replaced them by other rows of their batch, evaluation masked them out.
   corrupt_image_counts: Callable[[], dict[str, int]] = dict
+  # One decoded uint8 image [H, W, C] of any size -> the evaluation input [crops, H, W, C], with
+  # the same preprocessing as `eval_batches` (used by alexnet_jax.predict); None if not offered.
+  preprocess_image: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 DATASETS = ('fashion_mnist', 'imagenet2012')

@@ -90,6 +90,12 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   builder = prepare_builder(config.get('data_dir'))
   train_images, train_labels = _load_split(builder, 'train')
   test_images, test_labels = _load_split(builder, 'test')
+  names = tuple(builder.info.features['label'].names)
+  classes = config.input.get('classes')
+  if classes:  # A subset of the classes, relabelled 0..len(classes)-1 (e.g. for fine-tuning).
+    train_images, train_labels = _select_classes(train_images, train_labels, classes)
+    test_images, test_labels = _select_classes(test_images, test_labels, classes)
+    names = tuple(names[c] for c in classes)
   # Per-channel mean and std of the training set (the paper subtracts the training mean).
   mean = train_images.mean(dtype=np.float64) / 255.0
   std = train_images.std(dtype=np.float64) / 255.0
@@ -147,12 +153,28 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       yield {'image': preprocess(images).numpy(), 'label': labels,
              'mask': np.arange(local_eval) < valid}
 
+  def preprocess_image(image_uint8: np.ndarray) -> np.ndarray:
+    # To the data set's native 28x28 first, so a user's image goes through the same resize.
+    native = tf.image.resize(image_uint8[None], (28, 28), method='area', antialias=True)
+    return preprocess(tf.round(native)).numpy()
+
   return Dataset(
-      num_classes=builder.info.features['label'].num_classes,
+      num_classes=len(names),
       image_shape=(size, size, channels),
       num_train_examples=len(train_images),
       num_eval_examples=len(test_images),
-      class_names=tuple(builder.info.features['label'].names),
+      class_names=names,
       train_batches=train_batches,
       eval_batches={'': eval_batches},
+      preprocess_image=preprocess_image,
   )
+
+
+def _select_classes(images: np.ndarray, labels: np.ndarray,
+                    classes) -> tuple[np.ndarray, np.ndarray]:
+  if not all(0 <= c < 10 for c in classes) or len(set(classes)) != len(classes):
+    raise UserError(f'config.input.classes={tuple(classes)} must be distinct labels in 0..9.')
+  keep = np.isin(labels, classes)
+  relabel = np.zeros(10, np.int32)
+  relabel[list(classes)] = np.arange(len(classes))
+  return images[keep], relabel[labels[keep]]

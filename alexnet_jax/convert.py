@@ -1,0 +1,183 @@
+"""Imports pretrained AlexNet weights into an Orbax checkpoint the other commands accept.
+
+    python -m alexnet_jax.convert --torchvision=alexnet-owt-7be5be79.pth --workdir=workdirs/tv
+    python -m alexnet_jax.convert --caffe=bvlc_alexnet.npz --workdir=workdirs/bvlc_alexnet
+
+--torchvision: a torchvision `alexnet` state_dict (.pth, loaded with torch; or .npz of the same
+  keys). Model: configs/torchvision.py.
+--caffe: Caffe's two-group `bvlc_alexnet` as .npz with keys `conv1.weight`, `conv1.bias`, ...,
+  `fc8.bias`, each blob as pycaffe holds it:
+      np.savez('bvlc_alexnet.npz', **{f'{name}.{kind}': net.params[name][i].data
+                                      for name in net.params
+                                      for i, kind in enumerate(('weight', 'bias'))})
+  Model: configs/bvlc_alexnet.py; each group becomes a tower.
+Widths and class count are read from the weights. The workdir gets `config.json` and step 0 in
+`checkpoints/`, so predict, features, figures, ensemble, fine-tuning (config.finetune.init_from)
+and `run.py` itself (which resumes from step 0) all take it.
+
+Both sources store PyTorch/Caffe layouts, converted here:
+  conv weights [out, in/groups, kh, kw] (OIHW)  -> per tower [towers, kh, kw, in/groups, out/towers]
+  dense weights [out, in]                       -> [towers, in, out/towers] (x @ W, not W @ x)
+  fc6's input flattened as (C, H, W) from NCHW  -> rows reordered to this model's NHWC (H, W, C)
+  fc8 [classes, in]                             -> [towers, in/towers, classes]: tower t's rows
+"""
+
+import math
+import os
+import sys
+from collections.abc import Mapping
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from alexnet_jax import checkpoint, models, train  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
+
+LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+# torchvision.models.AlexNet's module indices in `features` and `classifier`.
+TORCHVISION_NAMES = {'conv1': 'features.0', 'conv2': 'features.3', 'conv3': 'features.6',
+                     'conv4': 'features.8', 'conv5': 'features.10', 'fc6': 'classifier.1',
+                     'fc7': 'classifier.4', 'fc8': 'classifier.6'}
+
+
+def _conv(weight_OIHW: np.ndarray, towers: int) -> np.ndarray:
+  out, in_per_group, kh, kw = weight_OIHW.shape
+  return weight_OIHW.reshape(towers, out // towers, in_per_group, kh, kw).transpose(0, 3, 4, 2, 1)
+
+
+def _dense(weight_OI: np.ndarray, towers: int) -> np.ndarray:
+  out, inputs = weight_OI.shape
+  return weight_OI.reshape(towers, out // towers, inputs).transpose(0, 2, 1)
+
+
+def convert(weights: Mapping[str, tuple[np.ndarray, np.ndarray]], towers: int) -> dict:
+  """{layer: (weight, bias)} in PyTorch/Caffe layout -> this project's parameter tree."""
+  missing = [layer for layer in LAYERS if layer not in weights]
+  if missing:
+    raise UserError(f'the weights file has no {", ".join(missing)}.')
+  w = {layer: np.asarray(weights[layer][0], np.float32) for layer in LAYERS}
+  b = {layer: np.asarray(weights[layer][1], np.float32) for layer in LAYERS}
+  params = {}
+  for layer in LAYERS[:5]:
+    params[layer] = {'kernel': _conv(w[layer], towers), 'bias': b[layer].reshape(towers, -1)}
+  # fc6 reads pool5, flattened (C, H, W) by PyTorch/Caffe and (H, W, C) by this NHWC model.
+  channels = w['conv5'].shape[0]
+  side = math.isqrt(w['fc6'].shape[1] // channels)
+  if side * side * channels != w['fc6'].shape[1]:
+    raise UserError(f'fc6 takes {w["fc6"].shape[1]} inputs, not a square map of conv5\'s '
+                    f'{channels} channels.')
+  fc6 = w['fc6'].reshape(-1, channels, side, side).transpose(0, 2, 3, 1)
+  fc6 = fc6.reshape(-1, w['fc6'].shape[1])
+  params['fc6'] = {'kernel': _dense(fc6, towers), 'bias': b['fc6'].reshape(towers, -1)}
+  params['fc7'] = {'kernel': _dense(w['fc7'], towers), 'bias': b['fc7'].reshape(towers, -1)}
+  classes = w['fc8'].shape[0]
+  fc8 = w['fc8'].T.reshape(towers, -1, classes)  # Tower t holds the rows of its fc7 channels.
+  params['fc8'] = {'kernel': fc8, 'bias': b['fc8']}
+  return params
+
+
+def torchvision_weights(state_dict: Mapping[str, np.ndarray]) -> dict:
+  return {layer: (state_dict[f'{name}.weight'], state_dict[f'{name}.bias'])
+          for layer, name in TORCHVISION_NAMES.items()
+          if f'{name}.weight' in state_dict and f'{name}.bias' in state_dict}
+
+
+def caffe_weights(blobs: Mapping[str, np.ndarray]) -> dict:
+  return {layer: (blobs[f'{layer}.weight'], blobs[f'{layer}.bias']) for layer in LAYERS
+          if f'{layer}.weight' in blobs and f'{layer}.bias' in blobs}
+
+
+def model_config_for(params: dict, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`base` with the widths and class count of `params`."""
+  config = base.copy_and_resolve_references()
+  towers = params['conv1']['kernel'].shape[0]
+  config.model.towers = towers
+  config.model.conv_features = tuple(params[f'conv{i}']['kernel'].shape[-1] * towers
+                                     for i in range(1, 6))
+  config.model.fc_features = tuple(params[f'fc{i}']['kernel'].shape[-1] * towers for i in (6, 7))
+  config.model.num_classes = params['fc8']['bias'].shape[0]
+  return config
+
+
+def check_shapes(model: models.AlexNet, params: dict, image_size: int, channels: int) -> None:
+  expected = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), np.zeros((1, image_size, image_size, channels), np.float32)))['params']
+  for layer in LAYERS:
+    for name in ('kernel', 'bias'):
+      want, got = expected[layer][name].shape, params[layer][name].shape
+      if want != got:
+        raise UserError(f'{layer}.{name} has shape {got} after conversion, the model expects '
+                        f'{want}: the weights do not belong to this architecture.')
+
+
+def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict) -> None:
+  """config.json and checkpoint step 0 (zero optimizer state), as run.py would have written."""
+  model = models.create_model(config.model)
+  check_shapes(model, params, config.input.image_size, params['conv1']['kernel'].shape[-2])
+  tx = train.create_optimizer(config)
+  state = train.TrainState(step=np.zeros((), np.int32), params=params, opt_state=tx.init(params))
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = checkpoint.Checkpointer(workdir)
+  if ckpt.latest_step() is not None:
+    raise UserError(f'{workdir} already holds checkpoints; convert into a new --workdir.')
+  plateau = train.Plateau(config.plateau_patience, config.plateau_min_delta,
+                          config.plateau_max_reductions)
+  ckpt.save(0, state, {'step': 0}, {'plateau': plateau.to_json()})
+  ckpt.wait_until_finished()
+  ckpt.close()
+  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
+def _load_arrays(path: str) -> dict[str, np.ndarray]:
+  if not os.path.exists(path):
+    raise UserError(f'{path} does not exist.')
+  if path.endswith('.npz'):
+    with np.load(path) as arrays:
+      return dict(arrays)
+  try:
+    import torch  # Optional: requirements-torch.txt.
+  except ImportError as e:
+    raise UserError('reading a .pth file needs torch (pip install -r requirements-torch.txt); '
+                    'or save the state_dict as .npz.') from e
+  state_dict = torch.load(path, map_location='cpu', weights_only=True)
+  return {k: v.numpy() for k, v in state_dict.items()}
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
+  from configs import bvlc_alexnet, torchvision  # The configs are files next to the package.
+  try:
+    if bool(FLAGS.torchvision) == bool(FLAGS.caffe) or not FLAGS.workdir:
+      raise UserError('pass --workdir and exactly one of --torchvision=FILE or --caffe=FILE.npz.')
+    if FLAGS.torchvision:
+      weights, base = torchvision_weights(_load_arrays(FLAGS.torchvision)), torchvision
+    else:
+      weights, base = caffe_weights(_load_arrays(FLAGS.caffe)), bvlc_alexnet
+    towers = 1 if FLAGS.torchvision else 2
+    params = convert(weights, towers)
+    write_workdir(FLAGS.workdir, model_config_for(params, base.get_config()), params)
+    print(f'wrote {FLAGS.workdir}/config.json and {FLAGS.workdir}/checkpoints/0')
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _define_flags() -> None:
+  # Defined only when run as a command: the module is also imported as a library.
+  flags.DEFINE_string('torchvision', None, 'torchvision alexnet state_dict (.pth or .npz).')
+  flags.DEFINE_string('caffe', None, 'bvlc_alexnet blobs as .npz (see the module docstring).')
+  flags.DEFINE_string('workdir', None, 'New directory for config.json and the checkpoint.')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,106 @@
+"""Top-5 predictions for image files (the paper's Fig. 4, left):
+
+    python -m alexnet_jax.predict --workdir=workdirs/default shirt.png boot.jpg
+
+Each image gets the evaluation preprocessing of the model's data set (the centre view, or the ten
+crops when the config evaluates with ten), the softmax averaged over the crops, and prints
+
+    shirt.png
+      1. Shirt              71.20%
+      ...
+
+in the order the files were given. A file that cannot be read or decoded gets one line on stderr
+(`error: FILE: reason`); the others are still processed, and the exit status is 1.
+"""
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from alexnet_jax import data, trained_model  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
+
+
+
+def decode_image(path: str, channels: int) -> np.ndarray:
+  """uint8 [H, W, channels]; raises UserError for a missing or undecodable file."""
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert('L' if channels == 1 else 'RGB')).reshape(
+          image.height, image.width, channels)
+  except FileNotFoundError as e:
+    raise UserError('no such file') from e
+  except (UnidentifiedImageError, OSError, ValueError) as e:
+    raise UserError(f'cannot decode image ({e.__class__.__name__})') from e
+
+
+def make_predictor(trained: trained_model.TrainedModel) -> Callable[[np.ndarray], np.ndarray]:
+  """[crops, H, W, C] -> class probabilities, the softmax averaged over the crops."""
+  @jax.jit
+  def probabilities(crops):
+    logits = trained.model.apply({'params': trained.params}, crops)
+    return jax.nn.softmax(logits, axis=-1).mean(axis=0)
+  return lambda crops: np.asarray(probabilities(crops))
+
+
+def predict_files(trained: trained_model.TrainedModel,
+                  preprocess_image: Callable[[np.ndarray], np.ndarray], paths: Sequence[str],
+                  top_k: int = 5, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+  """Prints the top-k classes of each image; returns how many files failed."""
+  predict = make_predictor(trained)
+  width = max(len(name) for name in trained.class_names)
+  failed = 0
+  for path in paths:
+    try:
+      crops = preprocess_image(decode_image(path, trained.image_shape[-1]))
+    except UserError as e:
+      print(f'error: {path}: {e}', file=err)
+      failed += 1
+      continue
+    probs = predict(crops)
+    order = np.argsort(-probs, kind='stable')[:top_k]
+    lines = [f'  {rank}. {trained.class_names[c]:<{width}} {100 * probs[c]:6.2f}%'
+             for rank, c in enumerate(order, 1)]
+    print('\n'.join([path] + lines), file=out, flush=True)
+  return failed
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
+  paths = argv[1:]
+  try:
+    if not paths:
+      raise UserError('no images given: python -m alexnet_jax.predict --workdir=DIR IMAGE...')
+    trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
+    dataset = data.create_dataset(trained.config)
+    if dataset.preprocess_image is None:
+      raise UserError(f'the {trained.config.dataset} input pipeline offers no single-image '
+                      'preprocessing yet, so predict cannot reproduce its evaluation input.')
+    failed = predict_files(trained, dataset.preprocess_image, paths, FLAGS.top_k)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  sys.exit(1 if failed else 0)
+
+
+def _define_flags() -> None:
+  # Defined only when run as a command: the module is also imported as a library.
+  flags.DEFINE_string('workdir', None, 'Workdir of a trained model (latest step).')
+  flags.DEFINE_string('checkpoint', None, 'A step directory, DIR/checkpoints/STEP.')
+  flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,90 @@
+"""Loads a trained model for inference: its config, module and parameters from a workdir.
+
+A workdir written by `run.py` (or by `alexnet_jax.convert`) holds `config.json` and
+`checkpoints/<step>/`. Every command that uses a trained model (predict, features, figures,
+ensemble, fine-tuning) goes through `load`, so they all accept the same two forms:
+`--workdir=DIR` (latest step) or `--checkpoint=DIR/checkpoints/STEP` (that step).
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import tensorflow_datasets as tfds
+
+from alexnet_jax import checkpoint, models
+from alexnet_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  params: Any
+  class_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]  # (H, W, C) the model takes.
+  step: int
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path, encoding='utf-8') as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except FileNotFoundError as e:
+    raise UserError(f'{path} does not exist; --workdir must be a directory written by run.py '
+                    'or alexnet_jax.convert.') from e
+
+
+def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The data set's label names (TFDS metadata), restricted to `config.input.classes` if set."""
+  names = _builder_info(config).features['label'].names
+  classes = config.input.get('classes')
+  return tuple(names[c] for c in classes) if classes else tuple(names)
+
+
+def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  channels = _builder_info(config).features['image'].shape[-1]
+  return (config.input.image_size, config.input.image_size, channels)
+
+
+def _builder_info(config: ml_collections.ConfigDict) -> tfds.core.DatasetInfo:
+  # The metadata ships with TFDS: no prepared data is needed to read it.
+  return tfds.builder(config.dataset, data_dir=config.get('data_dir')).info
+
+
+def abstract_params(model: nn.Module, shape: tuple[int, int, int]) -> Any:
+  return jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                           jnp.zeros((1,) + tuple(shape)))['params'])
+
+
+def split_checkpoint_path(path: str) -> tuple[str, int | None]:
+  """`DIR/checkpoints/STEP` -> (`DIR`, STEP); a workdir -> (workdir, None: the latest step)."""
+  path = os.path.abspath(path.rstrip('/'))
+  parent, leaf = os.path.split(path)
+  if leaf.isdigit() and os.path.basename(parent) == 'checkpoints':
+    return os.path.dirname(parent), int(leaf)
+  if leaf == 'checkpoints':
+    return parent, None
+  return path, None
+
+
+def load(workdir: str | None = None, checkpoint_path: str | None = None) -> TrainedModel:
+  """The model of `workdir`'s latest checkpoint, or of `checkpoint_path` (a step directory)."""
+  if bool(workdir) == bool(checkpoint_path):
+    raise UserError('pass exactly one of --workdir=DIR or --checkpoint=DIR/checkpoints/STEP.')
+  workdir, step = split_checkpoint_path(workdir or checkpoint_path)
+  config = load_config(workdir)
+  names = class_names(config)
+  model = models.create_model(config.model, num_classes=len(names))
+  shape = image_shape(config)
+  checkpoint_dir = os.path.join(workdir, 'checkpoints')
+  if step is None:
+    step = checkpoint.latest_step(checkpoint_dir)
+  params = checkpoint.restore_params(checkpoint_dir, abstract_params(model, shape), step)
+  return TrainedModel(config, model, params, names, shape, step)
