@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.image_size = INPUT_SIZE
   config.input.random_flip = True  # Horizontal flips, as in the paper.
 
+  config.learning_rate = 0.02  # At 0.01 four epochs underfit (train and test error both ~10%).
   config.lr_schedule = 'cosine'
   config.num_epochs = 4
   config.eval_every_steps = 500
