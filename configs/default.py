@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.learning_rate = 0.02  # At 0.01 four epochs underfit (train and test error both ~10%).
   config.lr_schedule = 'cosine'
-  config.num_epochs = 4
+  config.num_epochs = 5
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
   config.log_every_steps = 50

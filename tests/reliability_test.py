@@ -361,7 +361,7 @@ def test_a_non_finite_step_changes_nothing_and_is_flagged():
 
 
 def test_gradient_clipping_scales_the_global_norm():
-  config = tiny_config(grad_clip_norm=1.0, momentum=0.9, weight_decay=0.0)
+  config = tiny_config(grad_clip_norm=1.0, learning_rate=0.01, momentum=0.9, weight_decay=0.0)
   tx = train.create_optimizer(config)
   params = {'a': jnp.ones(3), 'b': jnp.zeros(4)}
   opt_state = tx.init(params)
@@ -458,8 +458,8 @@ CONFIG_ERRORS = [
     ({'mesh.data': 3}, 'config.mesh (data=3, model=1) does not fit the 8 devices; choose sizes '
                        'whose product is 8'),
     ({'mesh.model': 0}, 'config.mesh.model=0 must be a positive device count, or -1 to fill'),
-    ({'batch_size': 12}, 'config.batch_size=12 is not divisible by the 8 data-parallel devices; '
-                         'use a multiple of 8'),
+    ({'batch_size': 12}, 'config.batch_size=12 is not divisible by the 8 devices the batch is '
+                         'split over'),
     ({'input.image_size': 32}, 'config.input.image_size=32 is too small for AlexNet with '
                                'overlapping pooling; use at least 67'),
     ({'momentum': 1.0}, 'config.momentum=1.0 must be in [0, 1)'),
