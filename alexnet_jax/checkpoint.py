@@ -164,17 +164,7 @@ class Checkpointer:
   def _check_shapes(self, step: int, abstract_state: Any) -> None:
     saved = self._manager.item_metadata(step)['state']
     saved = getattr(saved, 'tree', saved)  # Orbax wraps the metadata tree in newer versions.
-    saved_params = dict(_flatten(saved.get('params', {})))
-    expected = dict(_flatten(abstract_state.params))
-    for name in sorted(set(saved_params) | set(expected)):
-      saved_shape = getattr(saved_params.get(name), 'shape', None)
-      expected_shape = getattr(expected.get(name), 'shape', None)
-      if saved_shape is None or expected_shape is None or tuple(saved_shape) != tuple(
-          expected_shape):
-        raise UserError(
-            f'{self.directory} holds a checkpoint of a different model (parameter {name}: '
-            f'saved {_shape_str(saved_shape)}, this config {_shape_str(expected_shape)}); '
-            'use a new --workdir or the config that wrote it.')
+    _check_same_params(self.directory, saved.get('params', {}), abstract_state.params)
 
   def close(self) -> None:
     self._manager.close()
