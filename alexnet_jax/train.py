@@ -203,7 +203,7 @@ def create_step_fns(model: nn.Module, tx: optax.GradientTransformation, mesh: ja
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    probe = os.path.join(workdir, f'.write_test.{os.getpid()}')  # One per process: no races.
     with open(probe, 'w', encoding='utf-8') as f:
       f.write('ok')
     os.remove(probe)
