@@ -2,16 +2,28 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
+ONEDNN_CONV := alexnet_jax/_onednn_conv.so
 
 .PHONY: setup data demo test
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(ONEDNN_CONV)
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q -r requirements.txt
 	touch $@
+
+# The oneDNN convolution kernels (alexnet_jax/onednn.py) against the oneDNN wheel that
+# requirements.txt installs on Linux x86-64; elsewhere the model keeps XLA's convolutions.
+$(ONEDNN_CONV): alexnet_jax/csrc/onednn_conv.cc $(VENV)/.installed
+	@if [ -f $(VENV)/include/dnnl.hpp ]; then \
+	  g++ -O2 -std=c++17 -shared -fPIC -w $< -o $@ -I$(VENV)/include \
+	    -I"$$($(PYTHON) -c 'import jax; print(jax.ffi.include_dir())')" \
+	    -L$(VENV)/lib -ldnnl -Wl,-rpath,$(abspath $(VENV))/lib; \
+	else \
+	  echo "note: no oneDNN wheel for this platform; convolutions run on XLA's own kernels"; \
+	fi
 
 # PyTorch only serves as the reference in tests/convert_test.py (and reads .pth files in convert).
 $(VENV)/.installed-torch: $(VENV)/.installed requirements-torch.txt

@@ -6,8 +6,9 @@
 Warm-up (compilation and the first steps) is excluded; each reported time is the median of
 `--steps` single-step timings, each ended by `block_until_ready`. The training step is the
 trainer's own step (`alexnet_jax.train.train_step`: SGD with momentum and weight decay,
-cross-entropy, dropout) when the trainer is available, else an equivalent one defined here. Compare the compute paths with
-`--config.model.fast_ops=False` and `--config.model.dtype=bfloat16`.
+cross-entropy, dropout) when the trainer is available, else an equivalent one defined here.
+Compare the compute paths with `--config.model.fast_ops=False`, `--config.model.dtype=bfloat16`
+and ALEXNET_JAX_ONEDNN=0 (XLA's own convolutions instead of oneDNN's; see alexnet_jax/onednn.py).
 """
 
 import json
@@ -26,7 +27,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from alexnet_jax import models
+from alexnet_jax import models, onednn
 
 # Stated peak fp32 throughput of this machine's two cores, for the "% of ceiling" column.
 CEILING_GFLOPS = 400.0
@@ -180,6 +181,7 @@ def run(config: ml_collections.ConfigDict, batch_size: int, steps: int,
       'device': device_description(),
       'dtype': str(config.model.get('dtype', 'float32')),
       'fast_ops': bool(config.model.get('fast_ops', True)),
+      'convolutions': onednn.status(),
       'train_step': bench.step_source,
       'compile_seconds': bench.compile_seconds,
       'train_seconds_per_step': train_seconds,

@@ -4,7 +4,8 @@ XLA:CPU runs the forward passes of these layers well but their automatic gradien
 transpose of LRN's padded window sum, max-pool's `select_and_scatter` and the weight gradient of
 conv1's strided 11x11 convolution each take several times their forward's time (measurements in
 docs/performance.md). The functions here compute exactly the same values and gradients in forms
-XLA:CPU fuses or runs as large matrix products. `tests/ops_test.py` checks them against the
+XLA:CPU fuses or runs as large matrix products; the convolutions go to oneDNN's kernels when
+that library is built (onednn.py). `tests/ops_test.py` checks them against the
 straightforward path (plain `lax` ops differentiated by JAX).
 """
 
@@ -13,6 +14,8 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from alexnet_jax import onednn
 
 Array = jax.Array
 
@@ -164,18 +167,39 @@ def strided_conv_kernel_grad(x: Array, g: Array, kernel_size: int, stride: int,
   return grad[:kernel_size, :kernel_size]
 
 
+def _onednn_runs(x: Array, kernel: Array, stride: int, padding: int) -> bool:
+  """Whether this convolution goes to oneDNN (float32 on the CPU with the library built)."""
+  return (x.dtype == jnp.float32 and kernel.dtype == jnp.float32 and onednn.available()
+          and onednn.supports(x.shape, kernel.shape, stride, padding))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
-  """`reference_conv` with a faster weight gradient for strided convolutions (conv1)."""
+  """`reference_conv` computed by oneDNN's kernels where available (onednn.py), else by XLA
+  with a faster weight gradient for strided convolutions (conv1)."""
+  if _onednn_runs(x, kernel, stride, padding):
+    return onednn.conv_forward(x, kernel, stride, padding)
   return reference_conv(x, kernel, stride, padding)
 
 
+def _summed_like(grad: Array, primal: Array) -> Array:
+  """Inside shard_map: `grad` summed over the mesh axes it varies over and `primal` does not
+  (the towers' shared input gets the sum of their gradients), as JAX's own transpose does."""
+  extra = onednn.varying_axes(grad) - onednn.varying_axes(primal)
+  return lax.psum(grad, tuple(sorted(extra))) if extra else grad
+
+
 def _conv_fwd(x, kernel, stride, padding):
-  return reference_conv(x, kernel, stride, padding), (x, kernel)
+  return conv(x, kernel, stride, padding), (x, kernel)
 
 
 def _conv_bwd(stride, padding, residuals, g):
   x, kernel = residuals
+  if _onednn_runs(x, kernel, stride, padding) and g.dtype == jnp.float32:
+    # conv1's input gradient is unused (its input is the image) and removed by XLA.
+    return (_summed_like(onednn.conv_backward_data(g, kernel, x.shape, stride, padding), x),
+            _summed_like(onednn.conv_backward_weights(x, g, kernel.shape, stride, padding),
+                         kernel))
   _, input_grad_fn = jax.vjp(lambda x_: reference_conv(x_, kernel, stride, padding), x)
   (x_grad,) = input_grad_fn(g)  # Dead code for conv1, whose input is the image.
   if stride == 1:  # XLA's own weight gradient is as fast as the alternatives measured here.

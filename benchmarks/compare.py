@@ -24,6 +24,8 @@ _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Interleaved rounds over all contend
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per contender and round.')
 _CONFIG = flags.DEFINE_string('config', 'configs/imagenet.py', 'JAX model config.')
 _BF16 = flags.DEFINE_bool('bf16', True, 'Also time the JAX step with bfloat16 compute.')
+_XLA_CONVS = flags.DEFINE_bool('xla_convs', True, 'Also time the JAX fp32 step on XLA\'s own '
+                                'convolutions (the step without the oneDNN kernels).')
 _TORCH_MODES = flags.DEFINE_list('torch_modes', ['eager', 'channels_last', 'compile'],
                                  'PyTorch modes to time.')
 _JSON_OUT = flags.DEFINE_string('json_out', None, 'Also write all results to this JSON file.')
@@ -36,11 +38,14 @@ CEILING_GFLOPS = 400.0  # Stated fp32 peak of this machine's two cores.
 
 def _jax_contenders(names: list[str], batch_size: int) -> dict[str, Any]:
   from alexnet_jax import benchmark  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import onednn  # pylint: disable=import-outside-toplevel
   contenders = {}
   for name in names:
     config = runpy.run_path(_CONFIG.value)['get_config']()
-    config.model.dtype = {'jax_fp32': 'float32', 'jax_bf16': 'bfloat16'}[name]
-    contenders[name] = benchmark.Benchmark(config, batch_size)
+    config.model.dtype = 'bfloat16' if name == 'jax_bf16' else 'float32'
+    # jax_fp32_xla_convs: the same step with XLA's own convolution kernels, for the oneDNN gain.
+    with onednn.enabled(name != 'jax_fp32_xla_convs'):
+      contenders[name] = benchmark.Benchmark(config, batch_size)
   return contenders
 
 
@@ -93,7 +98,8 @@ def compare(batch_size: int, rounds: int, steps: int) -> list[dict[str, Any]]:
   size = config.input.image_size
   flops_per_image = benchmark.training_flops_per_image(models.create_model(config.model),
                                                        (size, size, 3))
-  jax_names = ['jax_fp32'] + (['jax_bf16'] if _BF16.value else [])
+  jax_names = (['jax_fp32'] + (['jax_fp32_xla_convs'] if _XLA_CONVS.value else []) +
+               (['jax_bf16'] if _BF16.value else []))
   torch_names = [f'torch_{mode}' for mode in _TORCH_MODES.value]
   # One worker at a time compiles, so compile times are not inflated by the other's.
   workers = {}

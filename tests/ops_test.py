@@ -2,19 +2,36 @@
 
 Tolerances: values and gradients agree to float32 rounding (1e-5 of the largest entry; 1e-4 for
 the whole model's gradients): the fast paths reorder sums, so they are not bit-identical.
-Max-pool routes gradients to exactly the same entries.
+Max-pool routes gradients to exactly the same entries. The convolution tests run twice: on
+oneDNN's kernels (built by `make setup` on Linux x86-64) and on XLA's (ALEXNET_JAX_ONEDNN=0).
 """
+
+import platform
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import models, ops
+from alexnet_jax import models, onednn, ops
 from configs import default
 
 jax.config.update('jax_default_matmul_precision', 'highest')
 RTOL = 1e-5
+
+
+@pytest.fixture(params=['onednn', 'xla'])
+def conv_backend(request, monkeypatch):
+  monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1' if request.param == 'onednn' else '0')
+  assert onednn.available() == (request.param == 'onednn'), onednn.status()
+  return request.param
+
+
+def test_onednn_kernels_are_built_where_the_wheel_exists():
+  if platform.system() == 'Linux' and platform.machine() == 'x86_64':
+    assert onednn.available(), onednn.status()
+  else:
+    assert not onednn.available()
 
 
 def _assert_close(actual, expected, rtol=RTOL):
@@ -68,11 +85,15 @@ def test_max_pool_matches_reference_including_ties(window, stride):
     (20, 11, 4, 2),  # torchvision's padded conv1.
     (9, 3, 2, 1),
     (7, 3, 1, 1),  # Stride 1 keeps XLA's gradient.
+    (8, 5, 1, 2),  # conv2's geometry, small.
+    (26, 11, 4, 0),  # The last window skips the last rows: oneDNN sees negative padding.
 ])
-def test_conv_matches_reference(size, kernel_size, stride, padding):
+def test_conv_matches_reference(size, kernel_size, stride, padding, conv_backend):
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], (2, size, size, 3))
-  kernel = jax.random.normal(keys[1], (kernel_size, kernel_size, 3, 5))
+  # Scaled like trained kernels: sin of pre-activations in the tens would turn their float32
+  # rounding (~1e-6 relative, different in each summation order) into 1e-4 gradient noise.
+  kernel = 0.1 * jax.random.normal(keys[1], (kernel_size, kernel_size, 3, 5))
   loss = lambda conv_fn: lambda x_, k_: jnp.sum(
       jnp.sin(conv_fn(x_, k_, stride, padding)))  # Non-uniform cotangent.
   _assert_close(ops.conv(x, kernel, stride, padding),
@@ -83,7 +104,7 @@ def test_conv_matches_reference(size, kernel_size, stride, padding):
     _assert_close(a, b)
 
 
-def test_model_loss_gradients_agree_fast_vs_straightforward():
+def test_model_loss_gradients_agree_fast_vs_straightforward(conv_backend):
   config = default.get_config().model
   config.conv_features = (8, 8, 8, 8, 8)
   config.fc_features = (16, 16)

@@ -1,0 +1,229 @@
+// Convolutions for alexnet_jax's CPU training step, computed by oneDNN and called from XLA
+// through the XLA FFI. XLA:CPU runs the convolution gradients at a fraction of the speed of its
+// own forward convolution; oneDNN's kernels for the same maths are several times faster.
+//
+// Layouts are the model's: activations NHWC, kernels HWIO, float32. Every handler takes the
+// stride and the (symmetric) padding as attributes; the spatial sizes come from the buffers.
+// Built by `make setup` (see the Makefile); loaded and wrapped by alexnet_jax/onednn.py.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+namespace {
+
+dnnl::engine& CpuEngine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// One convolution's geometry, in oneDNN's dimension order.
+struct Geometry {
+  int64_t n, ic, ih, iw, oc, kh, kw, oh, ow, stride, pad;
+  auto Key() const { return std::make_tuple(n, ic, ih, iw, oc, kh, kw, oh, ow, stride, pad); }
+  memory::dims Src() const { return {n, ic, ih, iw}; }
+  memory::dims Weights() const { return {oc, ic, kh, kw}; }
+  memory::dims Dst() const { return {n, oc, oh, ow}; }
+  memory::dims Strides() const { return {stride, stride}; }
+  memory::dims PadLeft() const { return {pad, pad}; }
+  // XLA drops the rows a strided window does not reach; oneDNN wants them as (negative) padding.
+  memory::dims PadRight() const {
+    return {(oh - 1) * stride + kh - ih - pad, (ow - 1) * stride + kw - iw - pad};
+  }
+};
+
+memory::desc Activations(const memory::dims& dims) {
+  return memory::desc(dims, memory::data_type::f32, Tag::nhwc);
+}
+memory::desc UserWeights(const Geometry& g) {
+  return memory::desc(g.Weights(), memory::data_type::f32, Tag::hwio);
+}
+memory::desc AnyWeights(const Geometry& g) {
+  return memory::desc(g.Weights(), memory::data_type::f32, Tag::any);
+}
+
+// The primitives of one geometry, built once: each direction uses the weight layout oneDNN
+// prefers for it, with reorders from and to the model's HWIO layout.
+struct Primitives {
+  dnnl::convolution_forward::primitive_desc forward_pd;
+  dnnl::convolution_forward forward;
+  dnnl::reorder forward_weights_in;
+  dnnl::convolution_backward_data::primitive_desc data_pd;
+  dnnl::convolution_backward_data backward_data;
+  dnnl::reorder data_weights_in;
+  dnnl::convolution_backward_weights::primitive_desc weights_pd;
+  dnnl::convolution_backward_weights backward_weights;
+  dnnl::reorder weights_out;
+
+  explicit Primitives(const Geometry& g) {
+    auto& engine = CpuEngine();
+    const auto src = Activations(g.Src()), dst = Activations(g.Dst());
+    forward_pd = dnnl::convolution_forward::primitive_desc(
+        engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+        AnyWeights(g), dst, g.Strides(), g.PadLeft(), g.PadRight());
+    forward = dnnl::convolution_forward(forward_pd);
+    forward_weights_in = dnnl::reorder(memory(UserWeights(g), engine),
+                                       memory(forward_pd.weights_desc(), engine));
+    data_pd = dnnl::convolution_backward_data::primitive_desc(
+        engine, dnnl::algorithm::convolution_direct, src, AnyWeights(g), dst, g.Strides(),
+        g.PadLeft(), g.PadRight(), forward_pd);
+    backward_data = dnnl::convolution_backward_data(data_pd);
+    data_weights_in = dnnl::reorder(memory(UserWeights(g), engine),
+                                    memory(data_pd.weights_desc(), engine));
+    weights_pd = dnnl::convolution_backward_weights::primitive_desc(
+        engine, dnnl::algorithm::convolution_direct, src, AnyWeights(g), dst, g.Strides(),
+        g.PadLeft(), g.PadRight(), forward_pd);
+    backward_weights = dnnl::convolution_backward_weights(weights_pd);
+    weights_out = dnnl::reorder(memory(weights_pd.diff_weights_desc(), engine),
+                                memory(UserWeights(g), engine));
+  }
+};
+
+// One convolution runs at a time: each already uses every core, and primitives plus their
+// scratchpads are shared by the geometry cache.
+std::mutex& ExecutionLock() {
+  static std::mutex lock;
+  return lock;
+}
+
+Primitives& PrimitivesFor(const Geometry& g) {
+  static std::map<decltype(g.Key()), std::unique_ptr<Primitives>> cache;
+  auto& slot = cache[g.Key()];
+  if (!slot) slot = std::make_unique<Primitives>(g);
+  return *slot;
+}
+
+// Runs `reorder` from `user` into a buffer of `desc`'s layout when the layouts differ.
+memory InLayout(const memory::desc& desc, memory user, dnnl::reorder& reorder,
+                dnnl::stream& stream) {
+  if (desc == user.get_desc()) return user;
+  memory converted(desc, CpuEngine());
+  reorder.execute(stream, user, converted);
+  return converted;
+}
+
+Geometry FromShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
+                    ffi::Span<const int64_t> y, int64_t stride, int64_t pad) {
+  // x: [N, H, W, C]; w: [KH, KW, IC, OC]; y: [N, OH, OW, OC].
+  return Geometry{x[0], x[3], x[1], x[2], w[3], w[0], w[1], y[1], y[2], stride, pad};
+}
+
+ffi::Error CheckShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
+                       ffi::Span<const int64_t> y) {
+  if (x.size() != 4 || w.size() != 4 || y.size() != 4 || x[3] != w[2] || y[3] != w[3] ||
+      x[0] != y[0]) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "onednn conv: expected NHWC input, HWIO kernel and NHWC output");
+  }
+  return ffi::Error::Success();
+}
+
+template <typename Run>
+ffi::Error Guarded(Run run) {
+  try {
+    std::lock_guard<std::mutex> guard(ExecutionLock());
+    run();
+    return ffi::Error::Success();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
+  }
+}
+
+
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t padding) {
+  if (auto e = CheckShapes(x.dimensions(), w.dimensions(), y->dimensions()); e.failure()) return e;
+  const auto g = FromShapes(x.dimensions(), w.dimensions(), y->dimensions(), stride, padding);
+  return Guarded([&] {
+    auto& p = PrimitivesFor(g);
+    auto& engine = CpuEngine();
+    dnnl::stream stream(engine);
+    memory src(Activations(g.Src()), engine, x.typed_data());
+    memory dst(Activations(g.Dst()), engine, y->typed_data());
+    memory weights = InLayout(p.forward_pd.weights_desc(),
+                              memory(UserWeights(g), engine, w.typed_data()),
+                              p.forward_weights_in, stream);
+    p.forward.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
+                               {DNNL_ARG_DST, dst}});
+    stream.wait();
+  });
+}
+
+ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                            ffi::ResultBuffer<ffi::F32> dx, int64_t stride, int64_t padding) {
+  if (auto e = CheckShapes(dx->dimensions(), w.dimensions(), dy.dimensions()); e.failure()) {
+    return e;
+  }
+  const auto g = FromShapes(dx->dimensions(), w.dimensions(), dy.dimensions(), stride, padding);
+  return Guarded([&] {
+    auto& p = PrimitivesFor(g);
+    auto& engine = CpuEngine();
+    dnnl::stream stream(engine);
+    memory diff_dst(Activations(g.Dst()), engine, dy.typed_data());
+    memory diff_src(Activations(g.Src()), engine, dx->typed_data());
+    memory weights = InLayout(p.data_pd.weights_desc(),
+                              memory(UserWeights(g), engine, w.typed_data()),
+                              p.data_weights_in, stream);
+    p.backward_data.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
+                                     {DNNL_ARG_DIFF_SRC, diff_src}});
+    stream.wait();
+  });
+}
+
+ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                               ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t padding) {
+  if (auto e = CheckShapes(x.dimensions(), dw->dimensions(), dy.dimensions()); e.failure()) {
+    return e;
+  }
+  const auto g = FromShapes(x.dimensions(), dw->dimensions(), dy.dimensions(), stride, padding);
+  return Guarded([&] {
+    auto& p = PrimitivesFor(g);
+    auto& engine = CpuEngine();
+    dnnl::stream stream(engine);
+    memory src(Activations(g.Src()), engine, x.typed_data());
+    memory diff_dst(Activations(g.Dst()), engine, dy.typed_data());
+    memory user_diff_weights(UserWeights(g), engine, dw->typed_data());
+    const auto& desc = p.weights_pd.diff_weights_desc();
+    memory diff_weights = desc == UserWeights(g) ? user_diff_weights : memory(desc, engine);
+    p.backward_weights.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                                        {DNNL_ARG_DIFF_WEIGHTS, diff_weights}});
+    if (desc != UserWeights(g)) p.weights_out.execute(stream, diff_weights, user_diff_weights);
+    stream.wait();
+  });
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardData, BackwardDataImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardWeights, BackwardWeightsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("padding"));

@@ -1,0 +1,129 @@
+"""oneDNN convolutions for the CPU training step, called from XLA through `jax.ffi`.
+
+XLA:CPU runs the gradients of AlexNet's convolutions far below its own forward speed; oneDNN's
+kernels compute the same sums several times faster (docs/performance.md has the measurements).
+The kernels live in csrc/onednn_conv.cc, which `make setup` compiles against the oneDNN wheel
+(requirements.txt) into `_onednn_conv.so` next to this file. Without that library, or on another
+platform than the CPU, `ops.conv` keeps XLA's own convolutions: `available()` says which.
+
+Set ALEXNET_JAX_ONEDNN=0 to use XLA's convolutions even when the library is built.
+"""
+
+import contextlib
+import ctypes
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+
+LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_onednn_conv.so')
+_TARGETS = {'forward': 'AlexnetConvForward', 'backward_data': 'AlexnetConvBackwardData',
+            'backward_weights': 'AlexnetConvBackwardWeights'}
+_registered = False
+_load_error = ''
+
+
+def _register() -> bool:
+  """Loads the library and registers its handlers with XLA once; False if it cannot be loaded."""
+  global _registered, _load_error
+  if _registered or _load_error:
+    return _registered
+  if not os.path.exists(LIBRARY_PATH):
+    _load_error = f'{LIBRARY_PATH} is not built (run `make setup`)'
+    return False
+  try:
+    library = ctypes.cdll.LoadLibrary(LIBRARY_PATH)
+  except OSError as e:
+    _load_error = f'cannot load {LIBRARY_PATH}: {e}'
+    return False
+  for target, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(f'alexnet_jax_conv_{target}',
+                                jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+  _registered = True
+  return True
+
+
+_enabled_override: bool | None = None
+
+
+def enabled_by_environment() -> bool:
+  if _enabled_override is not None:
+    return _enabled_override
+  return os.environ.get('ALEXNET_JAX_ONEDNN', '1') != '0'
+
+
+@contextlib.contextmanager
+def enabled(use_onednn: bool):
+  """Functions traced inside this context use (or do not use) oneDNN, whatever the environment
+  says: e.g. a benchmark compiling both variants in one process."""
+  global _enabled_override
+  previous, _enabled_override = _enabled_override, use_onednn
+  try:
+    yield
+  finally:
+    _enabled_override = previous
+
+
+def available() -> bool:
+  """True when convolutions on the CPU backend go through oneDNN."""
+  return enabled_by_environment() and jax.default_backend() == 'cpu' and _register()
+
+
+def status() -> str:
+  """One line for logs and benchmarks: which convolution kernels the CPU step uses."""
+  if not enabled_by_environment():
+    return 'XLA convolutions (oneDNN switched off)'
+  if jax.default_backend() != 'cpu':
+    return f'XLA convolutions ({jax.default_backend()} backend)'
+  if not _register():
+    return f'XLA convolutions ({_load_error})'
+  return 'oneDNN convolution kernels'
+
+
+def supports(x_shape, kernel_shape, stride: int, padding: int) -> bool:
+  """Whether oneDNN can run this convolution: float32 NHWC/HWIO with a valid output size."""
+  kernel_h, kernel_w = kernel_shape[:2]
+  out_h = (x_shape[1] + 2 * padding - kernel_h) // stride + 1
+  out_w = (x_shape[2] + 2 * padding - kernel_w) // stride + 1
+  return out_h > 0 and out_w > 0
+
+
+def _call(target: str, result_shape, *args, stride: int, padding: int) -> jax.Array:
+  if not _register():
+    raise RuntimeError(f'oneDNN convolutions are unavailable: {_load_error}')
+  result = jax.ffi.ffi_call(f'alexnet_jax_conv_{target}',
+                            jax.ShapeDtypeStruct(result_shape, jnp.float32),
+                            vmap_method='sequential')(*args, stride=np.int64(stride),
+                                                      padding=np.int64(padding))
+  # Inside shard_map the call's result is typed as the same on every device; it varies over
+  # the mesh axes its operands vary over, as XLA's own convolution's result would.
+  varying = sorted(set().union(*(varying_axes(arg) for arg in args)))
+  return lax.pcast(result, tuple(varying), to='varying') if varying else result
+
+
+def varying_axes(x) -> frozenset:
+  """The shard_map mesh axes `x` is typed as varying over (none outside shard_map)."""
+  aval = jax.typeof(x)
+  return frozenset(aval.mat.varying if hasattr(aval, 'mat') else getattr(aval, 'vma', ()))
+
+
+def output_shape(x_shape, kernel_shape, stride: int, padding: int) -> tuple[int, ...]:
+  out = [(x_shape[i] + 2 * padding - kernel_shape[i - 1]) // stride + 1 for i in (1, 2)]
+  return (x_shape[0], *out, kernel_shape[3])
+
+
+def conv_forward(x, kernel, stride: int, padding: int) -> jax.Array:
+  return _call('forward', output_shape(x.shape, kernel.shape, stride, padding), x, kernel,
+               stride=stride, padding=padding)
+
+
+def conv_backward_data(g, kernel, x_shape, stride: int, padding: int) -> jax.Array:
+  """d loss / d x of the convolution, given g = d loss / d output."""
+  return _call('backward_data', x_shape, g, kernel, stride=stride, padding=padding)
+
+
+def conv_backward_weights(x, g, kernel_shape, stride: int, padding: int) -> jax.Array:
+  """d loss / d kernel of the convolution, given g = d loss / d output."""
+  return _call('backward_weights', kernel_shape, x, g, stride=stride, padding=padding)
