@@ -89,7 +89,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
   values = [v for v in values if v is not None and not math.isnan(v)]
   if not values:
     return math.nan, math.nan, 0
-  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  # A sample std needs two values; one seed has none (tables show the mean alone).
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
   return float(np.mean(values)), std, len(values)
 
 
@@ -159,12 +160,16 @@ def collect(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str, 
 def _percent(cell: dict[str, float]) -> str:
   if cell['n'] == 0:
     return '-'
+  if cell['n'] == 1:
+    return f'{100 * cell["mean"]:.2f}'
   return f'{100 * cell["mean"]:.2f} ± {100 * cell["std"]:.2f}'
 
 
 def _number(cell: dict[str, float], digits: int = 0) -> str:
   if cell['n'] == 0:
     return 'not reached'
+  if cell['n'] == 1:
+    return f'{cell["mean"]:.{digits}f}'
   return f'{cell["mean"]:.{digits}f} ± {cell["std"]:.{digits}f}'
 
 
@@ -278,6 +283,21 @@ def markdown(results: Results, command: str = '') -> str:
   return '\n'.join(lines)
 
 
+def _csv_number(value: float) -> float | str:
+  return '' if math.isnan(value) else value  # Undefined (not reached, one seed): an empty cell.
+
+
+def _without_nan(value: Any) -> Any:
+  """`value` with every NaN replaced by None, so results.json is strict JSON (NaN is not)."""
+  if isinstance(value, float) and math.isnan(value):
+    return None
+  if isinstance(value, dict):
+    return {k: _without_nan(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_without_nan(v) for v in value]
+  return value
+
+
 def write_csv(results: Results, path: str) -> None:
   keys = [key for key in next(iter(results.summaries.values()))
           if key not in ('finished', 'seeds', 'errors', 'missing')]
@@ -294,7 +314,7 @@ def write_csv(results: Results, path: str) -> None:
         summary = results.summaries[variant]
         writer.writerow([ablation.name, variant, summary['finished'], summary['seeds'],
                          '; '.join(summary['errors'])]
-                        + [summary[k][s] for k in keys for s in ('mean', 'std')])
+                        + [_csv_number(summary[k][s]) for k in keys for s in ('mean', 'std')])
 
 
 def _mean_curve(runs: Sequence[Run], steps_attr: str, values_attr: str):
@@ -364,7 +384,7 @@ def write_all(results: Results, workdir: str, command: str = '') -> None:
     f.write(markdown(results, command))
   write_csv(results, os.path.join(workdir, 'results.csv'))
   with open(os.path.join(workdir, 'results.json'), 'w', encoding='utf-8') as f:
-    json.dump(to_json(results), f, indent=1, allow_nan=True)
+    json.dump(_without_nan(to_json(results)), f, indent=1, allow_nan=False)
   for ablation in results.sweep.ablations:
     if ablation.applies_to(results.dataset):
       plot(results, ablation, os.path.join(workdir, f'{ablation.name}.png'))
