@@ -14,13 +14,13 @@ import ctypes
 import os
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
 LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_onednn_conv.so')
-_TARGETS = {'forward': 'AlexnetConvForward', 'backward_data': 'AlexnetConvBackwardData',
-            'backward_weights': 'AlexnetConvBackwardWeights'}
+_DIRECTIONS = {'forward': 'AlexnetConvForward', 'backward_data': 'AlexnetConvBackwardData',
+               'backward_weights': 'AlexnetConvBackwardWeights'}
+_TYPES = {'float32': '', 'bfloat16': 'Bf16'}  # The handlers' symbol suffix per dtype.
 _registered = False
 _load_error = ''
 
@@ -38,9 +38,11 @@ def _register() -> bool:
   except OSError as e:
     _load_error = f'cannot load {LIBRARY_PATH}: {e}'
     return False
-  for target, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(f'alexnet_jax_conv_{target}',
-                                jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+  for direction, symbol in _DIRECTIONS.items():
+    for dtype, suffix in _TYPES.items():
+      jax.ffi.register_ffi_target(_target(direction, dtype),
+                                  jax.ffi.pycapsule(getattr(library, symbol + suffix)),
+                                  platform='cpu')
   _registered = True
   return True
 
@@ -82,19 +84,28 @@ def status() -> str:
   return 'oneDNN convolution kernels'
 
 
-def supports(x_shape, kernel_shape, stride: int, padding: int) -> bool:
-  """Whether oneDNN can run this convolution: float32 NHWC/HWIO with a valid output size."""
+def _target(direction: str, dtype: str) -> str:
+  return f'alexnet_jax_conv_{direction}_{dtype}'
+
+
+def supports(x, kernel, stride: int, padding: int) -> bool:
+  """Whether oneDNN runs this convolution: NHWC x HWIO, both float32 or both bfloat16, with a
+  non-empty output."""
+  if x.dtype != kernel.dtype or str(x.dtype) not in _TYPES:
+    return False
+  x_shape, kernel_shape = x.shape, kernel.shape
   kernel_h, kernel_w = kernel_shape[:2]
   out_h = (x_shape[1] + 2 * padding - kernel_h) // stride + 1
   out_w = (x_shape[2] + 2 * padding - kernel_w) // stride + 1
   return out_h > 0 and out_w > 0
 
 
-def _call(target: str, result_shape, *args, stride: int, padding: int) -> jax.Array:
+def _call(direction: str, result_shape, *args, stride: int, padding: int) -> jax.Array:
   if not _register():
     raise RuntimeError(f'oneDNN convolutions are unavailable: {_load_error}')
-  result = jax.ffi.ffi_call(f'alexnet_jax_conv_{target}',
-                            jax.ShapeDtypeStruct(result_shape, jnp.float32),
+  dtype = args[0].dtype
+  result = jax.ffi.ffi_call(_target(direction, str(dtype)),
+                            jax.ShapeDtypeStruct(result_shape, dtype),
                             vmap_method='sequential')(*args, stride=np.int64(stride),
                                                       padding=np.int64(padding))
   # Inside shard_map the call's result is typed as the same on every device; it varies over

@@ -168,9 +168,8 @@ def strided_conv_kernel_grad(x: Array, g: Array, kernel_size: int, stride: int,
 
 
 def _onednn_runs(x: Array, kernel: Array, stride: int, padding: int) -> bool:
-  """Whether this convolution goes to oneDNN (float32 on the CPU with the library built)."""
-  return (x.dtype == jnp.float32 and kernel.dtype == jnp.float32 and onednn.available()
-          and onednn.supports(x.shape, kernel.shape, stride, padding))
+  """Whether this convolution goes to oneDNN (on the CPU with the library built)."""
+  return onednn.available() and onednn.supports(x, kernel, stride, padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -195,7 +194,7 @@ def _conv_fwd(x, kernel, stride, padding):
 
 def _conv_bwd(stride, padding, residuals, g):
   x, kernel = residuals
-  if _onednn_runs(x, kernel, stride, padding) and g.dtype == jnp.float32:
+  if _onednn_runs(x, kernel, stride, padding) and g.dtype == x.dtype:
     # conv1's input gradient is unused (its input is the image) and removed by XLA.
     return (_summed_like(onednn.conv_backward_data(g, kernel, x.shape, stride, padding), x),
             _summed_like(onednn.conv_backward_weights(x, g, kernel.shape, stride, padding),

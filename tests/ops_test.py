@@ -128,3 +128,25 @@ def test_model_loss_gradients_agree_fast_vs_straightforward(conv_backend):
   assert jax.tree.structure(fast_grads) == jax.tree.structure(ref_grads)
   for a, b in zip(jax.tree.leaves(fast_grads), jax.tree.leaves(ref_grads)):
     _assert_close(a, b, rtol=1e-4)
+
+
+@pytest.mark.parametrize('kernel_size,stride,padding', [(11, 4, 0), (5, 1, 2)])
+def test_bfloat16_conv_matches_float32_on_the_same_inputs(kernel_size, stride, padding,
+                                                         conv_backend):
+  """bfloat16 in and out (oneDNN accumulates in float32): within bfloat16's 8-bit mantissa."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, 23, 23, 8)).astype(jnp.bfloat16)
+  kernel = (0.1 * jax.random.normal(keys[1], (kernel_size, kernel_size, 8, 6))).astype(
+      jnp.bfloat16)
+  loss = lambda conv_fn, dtype: lambda x_, k_: jnp.sum(
+      jnp.sin(conv_fn(x_.astype(dtype), k_.astype(dtype), stride, padding).astype(jnp.float32)))
+  fast = jax.jit(jax.value_and_grad(loss(ops.conv, jnp.bfloat16), argnums=(0, 1)))(x, kernel)
+  ref = jax.jit(jax.value_and_grad(loss(ops.reference_conv, jnp.float32), argnums=(0, 1)))(
+      x.astype(jnp.float32), kernel.astype(jnp.float32))
+  assert fast[1][0].dtype == jnp.bfloat16 and fast[1][1].dtype == jnp.bfloat16
+  y = ops.conv(x, kernel, stride, padding)
+  assert y.dtype == jnp.bfloat16
+  _assert_close(y, ops.reference_conv(x.astype(jnp.float32), kernel.astype(jnp.float32), stride,
+                                      padding), rtol=1e-2)
+  for a, b in zip(fast[1], ref[1]):
+    _assert_close(a, b, rtol=2e-2)

@@ -2,7 +2,8 @@
 // through the XLA FFI. XLA:CPU runs the convolution gradients at a fraction of the speed of its
 // own forward convolution; oneDNN's kernels for the same maths are several times faster.
 //
-// Layouts are the model's: activations NHWC, kernels HWIO, float32. Every handler takes the
+// Layouts are the model's: activations NHWC, kernels HWIO; float32, or bfloat16 (AMX on CPUs
+// that have it) with every operand and result in bfloat16. Every handler takes the
 // stride and the (symmetric) padding as attributes; the spatial sizes come from the buffers.
 // Built by `make setup` (see the Makefile); loaded and wrapped by alexnet_jax/onednn.py.
 
@@ -30,7 +31,10 @@ dnnl::engine& CpuEngine() {
 // One convolution's geometry, in oneDNN's dimension order.
 struct Geometry {
   int64_t n, ic, ih, iw, oc, kh, kw, oh, ow, stride, pad;
-  auto Key() const { return std::make_tuple(n, ic, ih, iw, oc, kh, kw, oh, ow, stride, pad); }
+  memory::data_type type;
+  auto Key() const {
+    return std::make_tuple(n, ic, ih, iw, oc, kh, kw, oh, ow, stride, pad, type);
+  }
   memory::dims Src() const { return {n, ic, ih, iw}; }
   memory::dims Weights() const { return {oc, ic, kh, kw}; }
   memory::dims Dst() const { return {n, oc, oh, ow}; }
@@ -42,15 +46,11 @@ struct Geometry {
   }
 };
 
-memory::desc Activations(const memory::dims& dims) {
-  return memory::desc(dims, memory::data_type::f32, Tag::nhwc);
+memory::desc Activations(const Geometry& g, const memory::dims& dims) {
+  return memory::desc(dims, g.type, Tag::nhwc);
 }
-memory::desc UserWeights(const Geometry& g) {
-  return memory::desc(g.Weights(), memory::data_type::f32, Tag::hwio);
-}
-memory::desc AnyWeights(const Geometry& g) {
-  return memory::desc(g.Weights(), memory::data_type::f32, Tag::any);
-}
+memory::desc UserWeights(const Geometry& g) { return memory::desc(g.Weights(), g.type, Tag::hwio); }
+memory::desc AnyWeights(const Geometry& g) { return memory::desc(g.Weights(), g.type, Tag::any); }
 
 // The primitives of one geometry, built once: each direction uses the weight layout oneDNN
 // prefers for it, with reorders from and to the model's HWIO layout.
@@ -67,7 +67,7 @@ struct Primitives {
 
   explicit Primitives(const Geometry& g) {
     auto& engine = CpuEngine();
-    const auto src = Activations(g.Src()), dst = Activations(g.Dst());
+    const auto src = Activations(g, g.Src()), dst = Activations(g, g.Dst());
     forward_pd = dnnl::convolution_forward::primitive_desc(
         engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
         AnyWeights(g), dst, g.Strides(), g.PadLeft(), g.PadRight());
@@ -112,10 +112,16 @@ memory InLayout(const memory::desc& desc, memory user, dnnl::reorder& reorder,
   return converted;
 }
 
+template <ffi::DataType T>
+constexpr memory::data_type kOneDnnType =
+    T == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
+
+template <ffi::DataType T>
 Geometry FromShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
                     ffi::Span<const int64_t> y, int64_t stride, int64_t pad) {
   // x: [N, H, W, C]; w: [KH, KW, IC, OC]; y: [N, OH, OW, OC].
-  return Geometry{x[0], x[3], x[1], x[2], w[3], w[0], w[1], y[1], y[2], stride, pad};
+  return Geometry{x[0], x[3], x[1], x[2], w[3], w[0], w[1], y[1], y[2], stride, pad,
+                  kOneDnnType<T>};
 }
 
 ffi::Error CheckShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
@@ -140,18 +146,18 @@ ffi::Error Guarded(Run run) {
 }
 
 
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                       ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t padding) {
+template <ffi::DataType T>
+ffi::Error ForwardImpl(ffi::Buffer<T> x, ffi::Buffer<T> w, ffi::ResultBuffer<T> y, int64_t stride, int64_t padding) {
   if (auto e = CheckShapes(x.dimensions(), w.dimensions(), y->dimensions()); e.failure()) return e;
-  const auto g = FromShapes(x.dimensions(), w.dimensions(), y->dimensions(), stride, padding);
+  const auto g = FromShapes<T>(x.dimensions(), w.dimensions(), y->dimensions(), stride, padding);
   return Guarded([&] {
     auto& p = PrimitivesFor(g);
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
-    memory src(Activations(g.Src()), engine, x.typed_data());
-    memory dst(Activations(g.Dst()), engine, y->typed_data());
+    memory src(Activations(g, g.Src()), engine, x.untyped_data());
+    memory dst(Activations(g, g.Dst()), engine, y->untyped_data());
     memory weights = InLayout(p.forward_pd.weights_desc(),
-                              memory(UserWeights(g), engine, w.typed_data()),
+                              memory(UserWeights(g), engine, w.untyped_data()),
                               p.forward_weights_in, stream);
     p.forward.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
                                {DNNL_ARG_DST, dst}});
@@ -159,20 +165,20 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   });
 }
 
-ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
-                            ffi::ResultBuffer<ffi::F32> dx, int64_t stride, int64_t padding) {
+template <ffi::DataType T>
+ffi::Error BackwardDataImpl(ffi::Buffer<T> dy, ffi::Buffer<T> w, ffi::ResultBuffer<T> dx, int64_t stride, int64_t padding) {
   if (auto e = CheckShapes(dx->dimensions(), w.dimensions(), dy.dimensions()); e.failure()) {
     return e;
   }
-  const auto g = FromShapes(dx->dimensions(), w.dimensions(), dy.dimensions(), stride, padding);
+  const auto g = FromShapes<T>(dx->dimensions(), w.dimensions(), dy.dimensions(), stride, padding);
   return Guarded([&] {
     auto& p = PrimitivesFor(g);
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
-    memory diff_dst(Activations(g.Dst()), engine, dy.typed_data());
-    memory diff_src(Activations(g.Src()), engine, dx->typed_data());
+    memory diff_dst(Activations(g, g.Dst()), engine, dy.untyped_data());
+    memory diff_src(Activations(g, g.Src()), engine, dx->untyped_data());
     memory weights = InLayout(p.data_pd.weights_desc(),
-                              memory(UserWeights(g), engine, w.typed_data()),
+                              memory(UserWeights(g), engine, w.untyped_data()),
                               p.data_weights_in, stream);
     p.backward_data.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
                                      {DNNL_ARG_DIFF_SRC, diff_src}});
@@ -180,19 +186,19 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
   });
 }
 
-ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                               ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t padding) {
+template <ffi::DataType T>
+ffi::Error BackwardWeightsImpl(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer<T> dw, int64_t stride, int64_t padding) {
   if (auto e = CheckShapes(x.dimensions(), dw->dimensions(), dy.dimensions()); e.failure()) {
     return e;
   }
-  const auto g = FromShapes(x.dimensions(), dw->dimensions(), dy.dimensions(), stride, padding);
+  const auto g = FromShapes<T>(x.dimensions(), dw->dimensions(), dy.dimensions(), stride, padding);
   return Guarded([&] {
     auto& p = PrimitivesFor(g);
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
-    memory src(Activations(g.Src()), engine, x.typed_data());
-    memory diff_dst(Activations(g.Dst()), engine, dy.typed_data());
-    memory user_diff_weights(UserWeights(g), engine, dw->typed_data());
+    memory src(Activations(g, g.Src()), engine, x.untyped_data());
+    memory diff_dst(Activations(g, g.Dst()), engine, dy.untyped_data());
+    memory user_diff_weights(UserWeights(g), engine, dw->untyped_data());
     const auto& desc = p.weights_pd.diff_weights_desc();
     memory diff_weights = desc == UserWeights(g) ? user_diff_weights : memory(desc, engine);
     p.backward_weights.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
@@ -204,26 +210,50 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvForward, ForwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvForward, ForwardImpl<ffi::DataType::F32>,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::F32>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("padding"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardData, BackwardDataImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvForwardBf16, ForwardImpl<ffi::DataType::BF16>,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::BF16>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("padding"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardWeights, BackwardWeightsImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardData, BackwardDataImpl<ffi::DataType::F32>,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardDataBf16, BackwardDataImpl<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardWeights, BackwardWeightsImpl<ffi::DataType::F32>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardWeightsBf16, BackwardWeightsImpl<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::BF16>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("padding"));
