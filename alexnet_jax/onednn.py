@@ -3,8 +3,9 @@
 XLA:CPU runs the gradients of AlexNet's convolutions far below its own forward speed; oneDNN's
 kernels compute the same sums several times faster (docs/performance.md has the measurements).
 The kernels live in csrc/onednn_conv.cc, which `make setup` compiles against the oneDNN wheel
-(requirements.txt) into `_onednn_conv.so` next to this file. Without that library, or on another
-platform than the CPU, `ops.conv` keeps XLA's own convolutions: `available()` says which.
+(requirements.txt) into `_onednn_conv.so` next to this file. float32 and bfloat16 (all operands
+and results of one dtype) are supported. Without that library, or on another platform than the
+CPU, `ops.conv` keeps XLA's own convolutions: `status()` says which kernels run.
 
 Set ALEXNET_JAX_ONEDNN=0 to use XLA's convolutions even when the library is built.
 """

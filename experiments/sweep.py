@@ -217,7 +217,9 @@ def main(argv):
                           if r[1] == int(seed_index)]
       marker = train_in_process(config, run_dir(_WORKDIR.value, variant, int(seed_index)))
       sys.exit(0 if marker['status'] == 'finished' else 1)
-    command = ' '.join(['python', 'experiments/sweep.py', *sys.argv[1:]])
+    # The command that trains the runs the tables describe (a --report_only rerun writes the same).
+    arguments = [a for a in sys.argv[1:] if a not in ('--report_only', '--report_only=true')]
+    command = ' '.join(['python', 'experiments/sweep.py', *arguments])
     child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
                    f'--quick={_QUICK.value}', *_forwarded_base_config_args(sys.argv)]
     results = run_sweep(sweep, base, _WORKDIR.value, seeds, isolation=_ISOLATION.value,
