@@ -75,11 +75,15 @@ def profile(batch: int, reference: bool, steps: int) -> list[dict]:
 
     @jax.jit
     def train(x_, w_, g_, fn=fn, has_weights=bool(w_shape), needs_input_grad=needs_input_grad):
+      # The output is returned too: the next layer needs it, and a linear layer's gradients do
+      # not, so without it XLA would drop the forward pass from the timing.
       if has_weights and needs_input_grad:
-        return jax.vjp(fn, x_, w_)[1](g_)
-      if has_weights:
-        return jax.vjp(lambda k: fn(x_, k), w_)[1](g_)
-      return jax.vjp(lambda v: fn(v, w_), x_)[1](g_)
+        y, vjp = jax.vjp(fn, x_, w_)
+      elif has_weights:
+        y, vjp = jax.vjp(lambda k: fn(x_, k), w_)
+      else:
+        y, vjp = jax.vjp(lambda v: fn(v, w_), x_)
+      return y, vjp(g_)
 
     forward_seconds = towers * _median_seconds(forward, x, w, steps=steps)
     train_seconds = towers * _median_seconds(train, x, w, cotangent, steps=steps)
