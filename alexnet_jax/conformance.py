@@ -32,7 +32,7 @@ import numpy as np
 import scipy.optimize
 
 from alexnet_jax import checkpoint as checkpoint_lib
-from alexnet_jax import models
+from alexnet_jax import models, onednn
 from alexnet_jax.errors import UserError
 
 # ----------------------------------------------------------------------------------------------
@@ -379,8 +379,9 @@ def summary(rows: list[Row]) -> str:
 def _traced_ops(model: nn.Module, variables: Any, images: jax.ShapeDtypeStruct
                 ) -> list[dict[str, Any]]:
   """Every convolution / matrix product whose kernel is derived from a parameter, per image."""
-  closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(
-      jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables), images)
+  with onednn.enabled(False):  # Traced on XLA's convolutions: oneDNN's calls are opaque here.
+    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(
+        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables), images)
   paths = [name for name, _ in _flatten(variables)] + ['<images>']
   origin = {}  # var -> the parameter path it is derived from (through slices, casts, reshapes).
   data = set()  # vars that depend on the images
