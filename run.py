@@ -81,9 +81,9 @@ def main(argv):
   tf.config.set_visible_devices([], 'GPU')
   import jax
   from alexnet_jax import preemption, summary, train
-  from alexnet_jax.errors import UserError
+  from alexnet_jax.errors import UserError, exit_on_user_error
 
-  try:
+  with exit_on_user_error():
     config = _CONFIG.value
     if not isinstance(config, ml_collections.ConfigDict):  # config_flags defers load errors.
       filename = config_flags.get_config_filename(flags.FLAGS['config'])
@@ -101,9 +101,6 @@ def main(argv):
                  jax.devices())
     with preemption.STOP:  # SIGTERM/SIGINT: finish the step, save, exit 0.
       train.train_and_evaluate(config, _WORKDIR.value)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == '__main__':

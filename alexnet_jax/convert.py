@@ -24,7 +24,6 @@ Both sources store PyTorch/Caffe layouts, converted here:
 
 import math
 import os
-import sys
 from collections.abc import Mapping
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -35,7 +34,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from alexnet_jax import checkpoint, models, train  # noqa: E402
-from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
 # torchvision.models.AlexNet's module indices in `features` and `classifier`.
@@ -155,7 +154,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
   from configs import bvlc_alexnet, torchvision  # The configs are files next to the package.
-  try:
+  with exit_on_user_error():
     if bool(FLAGS.torchvision) == bool(FLAGS.caffe) or not FLAGS.workdir:
       raise UserError('pass --workdir and exactly one of --torchvision=FILE or --caffe=FILE.npz.')
     if FLAGS.torchvision:
@@ -166,9 +165,6 @@ def main(argv):
     params = convert(weights, towers)
     write_workdir(FLAGS.workdir, model_config_for(params, base.get_config()), params)
     print(f'wrote {FLAGS.workdir}/config.json and {FLAGS.workdir}/checkpoints/0')
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 def _define_flags() -> None:

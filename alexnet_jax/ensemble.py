@@ -8,7 +8,6 @@ must be trained on the same data set with the same evaluation input.
 """
 
 import os
-import sys
 from collections.abc import Iterator, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -19,7 +18,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from alexnet_jax import data, metrics, trained_model  # noqa: E402
-from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 
 def _logits_fn(member: trained_model.TrainedModel):
@@ -78,7 +77,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
-  try:
+  with exit_on_user_error():
     members = ([trained_model.load(workdir=w) for w in FLAGS.workdirs]
                + [trained_model.load(checkpoint_path=c) for c in FLAGS.checkpoints])
     if len(members) < 2:
@@ -88,9 +87,6 @@ def main(argv):
     results = evaluate_ensemble(members, dataset.eval_batches[''](), FLAGS.num_eval_steps)
     names = [f'{p} (step {m.step})' for p, m in zip(FLAGS.workdirs + FLAGS.checkpoints, members)]
     print(format_table(names + [f'ensemble of {len(members)}'], results))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 def _define_flags() -> None:

@@ -8,7 +8,6 @@ ten-crop evaluation input the features are averaged over the crops.
 """
 
 import os
-import sys
 from collections.abc import Iterator
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -19,7 +18,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from alexnet_jax import data, models, trained_model  # noqa: E402
-from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 # The last hidden layer of each model: its activations are the features.
 FEATURE_LAYERS = {'alexnet': 'fc7', 'lenet5': 'fc4'}
@@ -81,7 +80,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
-  try:
+  with exit_on_user_error():
     if not FLAGS.output:
       raise UserError('--output=FILE.npz is required.')
     trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
@@ -90,9 +89,6 @@ def main(argv):
                                               FLAGS.max_examples)
     np.savez(FLAGS.output, features=features.astype(np.float32), labels=labels)
     print(f'wrote {features.shape[0]} x {features.shape[1]} features to {FLAGS.output}')
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 def _define_flags() -> None:

@@ -9,7 +9,6 @@ nearest_neighbours.png: Fig. 4 (right), one row per query image of the evaluatio
 """
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -18,7 +17,7 @@ from absl import app, flags, logging  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from alexnet_jax import data, features, trained_model  # noqa: E402
-from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 GAP = 1  # Pixels of background between tiles.
 BACKGROUND = 255
@@ -112,7 +111,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
-  try:
+  with exit_on_user_error():
     trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
     # conv1 first: it needs no data, so it is written even where the data set is not prepared.
     print(f'wrote {write_conv1_figure(trained, FLAGS.output_dir)}', flush=True)
@@ -120,9 +119,6 @@ def main(argv):
     path = write_neighbours_figure(trained, dataset.eval_batches[''](), FLAGS.output_dir,
                                    FLAGS.queries, FLAGS.neighbours, FLAGS.pool)
     print(f'wrote {path}')
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 def _define_flags() -> None:

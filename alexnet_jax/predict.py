@@ -26,7 +26,7 @@ from absl import app, flags, logging  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from alexnet_jax import data, trained_model  # noqa: E402
-from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 
 
@@ -79,7 +79,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
   paths = argv[1:]
-  try:
+  with exit_on_user_error():
     if not paths:
       raise UserError('no images given: python -m alexnet_jax.predict --workdir=DIR IMAGE...')
     trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
@@ -88,9 +88,6 @@ def main(argv):
       raise UserError(f'the {trained.config.dataset} input pipeline offers no single-image '
                       'preprocessing yet, so predict cannot reproduce its evaluation input.')
     failed = predict_files(trained, dataset.preprocess_image, paths, FLAGS.top_k)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
   sys.exit(1 if failed else 0)
 
 

@@ -27,7 +27,7 @@ import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from experiments import report, sweeps  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -205,7 +205,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   import tensorflow as tf  # TensorFlow only feeds data: keep it off any accelerator JAX needs.
   tf.config.set_visible_devices([], 'GPU')
-  try:
+  with exit_on_user_error():
     if not _WORKDIR.value:
       raise UserError('--workdir is required: the directory for the runs, tables and figures.')
     sweep = sweeps.SWEEPS[_SWEEP.value]
@@ -226,9 +226,6 @@ def main(argv):
                         child_flags=child_flags, only=_VARIANTS.value,
                         train_runs=not _REPORT_ONLY.value, command=command)
     print(report.console_summary(results, _WORKDIR.value))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == '__main__':
