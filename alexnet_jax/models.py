@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from alexnet_jax import ops
+from alexnet_jax import onednn, ops
 
 Array = jax.Array
 Towers = tuple[Array, ...]
@@ -73,10 +73,7 @@ def _vary_like(kernel: Array, x: Array) -> Array:
   ops.conv's hand-written gradient returns the kernel gradient with x's device variation; marking
   the kernel first lets autodiff sum that gradient over the data axis, where it belongs.
   """
-  aval_x, aval_k = jax.typeof(x), jax.typeof(kernel)
-  varying = lambda aval: frozenset(aval.mat.varying if hasattr(aval, 'mat') else
-                                   getattr(aval, 'vma', ()))
-  missing = tuple(sorted(varying(aval_x) - varying(aval_k)))
+  missing = tuple(sorted(onednn.varying_axes(x) - onednn.varying_axes(kernel)))
   return lax.pcast(kernel, missing, to='varying') if missing else kernel
 
 

@@ -94,10 +94,7 @@ def supports(x, kernel, stride: int, padding: int) -> bool:
   non-empty output."""
   if x.dtype != kernel.dtype or str(x.dtype) not in _TYPES:
     return False
-  x_shape, kernel_shape = x.shape, kernel.shape
-  kernel_h, kernel_w = kernel_shape[:2]
-  out_h = (x_shape[1] + 2 * padding - kernel_h) // stride + 1
-  out_w = (x_shape[2] + 2 * padding - kernel_w) // stride + 1
+  _, out_h, out_w, _ = output_shape(x.shape, kernel.shape, stride, padding)
   return out_h > 0 and out_w > 0
 
 
