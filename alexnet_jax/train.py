@@ -22,8 +22,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from alexnet_jax import (checkpoint, config_checks, data, finetune, metrics, models, parallel,
-                         preemption)
+from alexnet_jax import (checkpoint, config_checks, data, finetune, metrics, parallel, preemption,
+                         registry)
 from alexnet_jax.errors import UserError
 
 
@@ -223,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   config_checks.validate(config)
   is_main = jax.process_index() == 0
   _check_workdir(workdir)
-  mesh = parallel.create_mesh(config.mesh, config.model.towers)
+  mesh = parallel.create_mesh(config.mesh, config.model.get('towers', 1))
   strategy = parallel.strategy_of(config.mesh)
   parallel.check_batch_size(config.batch_size, mesh, 'batch_size', strategy)
   parallel.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size', strategy)
@@ -236,7 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   steps_per_epoch = dataset.num_train_examples // config.batch_size
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else int(config.num_epochs * steps_per_epoch))
-  model = models.create_model(config.model, num_classes=dataset.num_classes)
+  model = registry.create_model(config.model, dataset.num_classes,
+                                parallel.Layout(kernels=config.kernels))
   tx = create_optimizer(config)
   base_lr = base_learning_rate_fn(config, steps_per_epoch, total_steps)
   plateau = Plateau(config.plateau_patience, config.plateau_min_delta,
@@ -246,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   init_key, dropout_key = jax.random.split(root_key)
   init = lambda key: create_train_state(model, tx, key, dataset.image_shape)
   abstract_state = jax.eval_shape(init, init_key)
-  shardings = parallel.state_shardings(mesh, abstract_state, strategy)
+  shardings = parallel.state_shardings(mesh, abstract_state, model, strategy)
   ckpt = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)

@@ -93,11 +93,10 @@ class _Worker:
 
 
 def compare(batch_size: int, rounds: int, steps: int) -> list[dict[str, Any]]:
-  from alexnet_jax import benchmark, models  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import benchmark, data, registry  # pylint: disable=import-outside-toplevel
   config = runpy.run_path(_CONFIG.value)['get_config']()
-  size = config.input.image_size
-  flops_per_image = benchmark.training_flops_per_image(models.create_model(config.model),
-                                                       (size, size, 3))
+  flops_per_image = benchmark.training_flops_per_image(registry.create_model(config.model),
+                                                       data.image_shape(config))
   jax_names = (['jax_fp32'] + (['jax_fp32_xla_convs'] if _XLA_CONVS.value else []) +
                (['jax_bf16'] if _BF16.value else []))
   torch_names = [f'torch_{mode}' for mode in _TORCH_MODES.value]

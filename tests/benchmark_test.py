@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from alexnet_jax import onednn
+from alexnet_jax import onednn, registry
 from benchmarks import torch_alexnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,8 +62,8 @@ def test_compare_prints_every_contender_with_ratios(tmp_path):
 
 
 def test_flops_are_counted_whichever_convolution_kernels_run():
-  from alexnet_jax import benchmark, models  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import benchmark  # pylint: disable=import-outside-toplevel
   from configs import imagenet  # pylint: disable=import-outside-toplevel
-  model = models.create_model(imagenet.get_config().model)
+  model = registry.create_model(imagenet.get_config().model)
   # 3 x 724,406,816 multiply-adds x 2 (tests/conformance_test.py checks the multiply-adds).
   assert benchmark.training_flops_per_image(model, (227, 227, 3)) == 3 * 2 * 724_406_816

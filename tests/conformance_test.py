@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint, conformance, models, train
+from alexnet_jax import checkpoint, conformance, registry, train
 from alexnet_jax.errors import UserError
 from configs import default, imagenet, torchvision
 
@@ -137,7 +137,7 @@ def test_torchvision_variant():
 
 def test_reports_a_checkpoints_params(tmp_path):
   config = default.get_config()
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 99, 99, 1)))['params']
   rng = np.random.default_rng(3)  # Stand-in trained weights; no init compile needed.
   params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), abstract)

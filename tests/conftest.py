@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
+from alexnet_jax import registry  # noqa: E402
 from configs import default  # noqa: E402
 
 tf.config.set_visible_devices([], 'GPU')
@@ -30,13 +31,7 @@ def tiny_config(**overrides):
   config.num_eval_steps = 2
   config.lr_schedule = 'constant'
   config.mesh.data = -1  # All (8 forced CPU) devices: the batch is split over them.
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return registry.apply_overrides(config, overrides)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import checkpoint, data, metrics, models, train
+from alexnet_jax import checkpoint, data, metrics, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -348,7 +348,7 @@ def test_repeated_or_final_save_failures_stop_with_the_last_good_checkpoint(tmp_
 
 def test_a_non_finite_step_changes_nothing_and_is_flagged():
   config = tiny_config()
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   tx = train.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
   step = jax.jit(lambda s, b: train.train_step(s, b, jnp.float32(0.01), jax.random.key(1),

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import metrics, models, train
+from alexnet_jax import metrics, registry, train
 from tests.conftest import tiny_config
 
 
@@ -79,7 +79,7 @@ def test_top_k_errors_against_hand_checked_case():
 
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch():
   config = tiny_config()
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   tx = train.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
   batch = {'image': jax.random.normal(jax.random.key(1), (8, 67, 67, 1)),

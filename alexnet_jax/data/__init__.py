@@ -36,7 +36,42 @@ class Dataset:
   preprocess_image: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-DATASETS = ('fashion_mnist', 'imagenet2012')
+@dataclasses.dataclass(frozen=True)
+class DatasetEntry:
+  """What the rest of the code needs to know of a data set without preparing it."""
+  tfds_name: str  # The TFDS builder (its metadata holds the class names).
+  channels: int  # Of the images the model sees.
+  create: Callable[..., Dataset]  # (config, process_index, process_count) -> Dataset.
+
+
+# The pipelines import TensorFlow: each is imported only when its data set is used.
+def _fashion_mnist(*args) -> Dataset:
+  from alexnet_jax.data import fashion_mnist
+  return fashion_mnist.create_dataset(*args)
+
+
+def _imagenet(*args) -> Dataset:
+  from alexnet_jax.data import imagenet
+  return imagenet.create_dataset(*args)
+
+
+DATASETS = {
+    'fashion_mnist': DatasetEntry('fashion_mnist', 1, _fashion_mnist),
+    'imagenet2012': DatasetEntry('imagenet2012', 3, _imagenet),
+}
+
+
+def entry(config: ml_collections.ConfigDict) -> DatasetEntry:
+  if config.dataset not in DATASETS:
+    raise UserError(f'config.dataset={config.dataset!r} is unknown; expected one of '
+                    f'{", ".join(DATASETS)}.')
+  return DATASETS[config.dataset]
+
+
+def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """(H, W, C) of the images the model of `config` takes: the one place this is derived."""
+  size = config.input.image_size
+  return (size, size, entry(config).channels)
 
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int = 0,
@@ -45,14 +80,4 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int = 0,
   if config.batch_size % process_count:
     raise UserError(f'batch_size={config.batch_size} is not divisible by the number of processes '
                     f'({process_count}); set --config.batch_size to a multiple of it.')
-  if config.dataset == 'fashion_mnist':
-    from alexnet_jax.data import fashion_mnist
-    return fashion_mnist.create_dataset(config, process_index, process_count)
-  if config.dataset == 'imagenet2012':
-    try:
-      from alexnet_jax.data import imagenet
-    except ImportError as e:
-      raise UserError('the imagenet2012 input pipeline is not available in this version '
-                      f'({e}); use --config=configs/default.py.') from e
-    return imagenet.create_dataset(config, process_index, process_count)
-  raise UserError(f'config.dataset={config.dataset!r} is unknown; expected one of {DATASETS}.')
+  return entry(config).create(config, process_index, process_count)
