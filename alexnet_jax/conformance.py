@@ -3,8 +3,8 @@
     python -m alexnet_jax.conformance --config=configs/imagenet.py
     python -m alexnet_jax.conformance --config=configs/torchvision.py --checkpoint=/path/to/ckpt
 
-Prints the paper's specification (§3, §4.2, §5 and Fig. 2; see PAPER.md) next to what is measured
-from the model itself, never read from the config:
+Prints the paper's specification (§3, §4.2, §5 and Fig. 2; see docs/paper.md) next to what is
+measured from the model itself, never read from the config:
   - kernel shapes, strides, padding and multiply-adds from the traced convolutions and matrix
     products (`jax.make_jaxpr`), attributed to a layer by the parameter their kernel comes from;
   - output shapes from the layers' inputs and outputs under `jax.eval_shape`;
@@ -36,7 +36,8 @@ from alexnet_jax import data, onednn, parallel, registry
 from alexnet_jax.errors import UserError
 
 # ----------------------------------------------------------------------------------------------
-# The paper's specification (PAPER.md, §3.5 and Fig. 2; input 227 as Caffe does, see PAPER.md).
+# The paper's specification (docs/paper.md, Architecture (§3.5, Fig. 2); input 227 as Caffe does,
+# see docs/paper.md, Input size: 224 or 227).
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,9 @@
         --config.manual_dir=/path/with/ILSVRC2012_tars
 
 The paper reports 40.7% top-1 / 18.2% top-5 validation error for one net after ~90 epochs
-(5-6 days on two GTX 580 GPUs); see PAPER.md. Place `ILSVRC2012_img_train.tar` and
-`ILSVRC2012_img_val.tar` in `manual_dir`; TFDS prepares them once into `data_dir`.
+(5-6 days on two GTX 580 GPUs); see docs/paper.md, Results (§6, §7). Place
+`ILSVRC2012_img_train.tar` and `ILSVRC2012_img_val.tar` in `manual_dir`; TFDS prepares them once
+into `data_dir`.
 """
 
 import ml_collections

@@ -117,7 +117,8 @@ def test_caffe_two_group_layout_gives_torchs_outputs():
 def test_torchvision_config_has_torchvisions_parameter_count():
   model = registry.create_model(torchvision.get_config().model)
   shapes = trained_model.abstract_params(model, (224, 224, 3))
-  assert sum(math.prod(p.shape) for p in jax.tree.leaves(shapes)) == 61_100_840  # PAPER.md.
+  # docs/paper.md, Counts.
+  assert sum(math.prod(p.shape) for p in jax.tree.leaves(shapes)) == 61_100_840
 
 
 def test_written_workdir_loads_back(tmp_path):

@@ -24,8 +24,8 @@ def test_paper_parameter_count():
 
 
 def test_ungrouped_and_torchvision_parameter_counts():
-  # PAPER.md: the same channels without groups would be 62,378,344, which the two-tower layout
-  # cannot express; torchvision's single-tower variant has 61,100,840 parameters.
+  # docs/paper.md, Counts: the same channels without groups would be 62,378,344, which the
+  # two-tower layout cannot express; torchvision's single-tower variant has 61,100,840 parameters.
   model = models.AlexNet(towers=1, conv_features=(64, 192, 384, 256, 256), conv1_padding=2)
   params = jax.eval_shape(lambda: _init(model, 224))
   assert sum(math.prod(p.shape) for p in jax.tree.leaves(params)) == 61_100_840

@@ -7,8 +7,9 @@ augmentation is a function of (config seed, epoch, position) and resuming reprod
 
 import tensorflow as tf
 
-# "Fancy PCA" lighting constants (PAPER.md, Data) for RGB pixels in [0, 1]: the eigenvalues of the
-# ImageNet pixel covariance and the eigenvector matrix whose *columns* are the eigenvectors.
+# "Fancy PCA" lighting constants for RGB pixels in [0, 1] (fb.resnet.torch's values; see
+# docs/paper.md, Augmentation (§4.1)): the eigenvalues of the ImageNet pixel covariance and the
+# eigenvector matrix whose *columns* are the eigenvectors.
 PCA_EIGENVALUES = (0.2175, 0.0188, 0.0045)
 PCA_EIGENVECTORS = ((-0.5675, 0.7192, 0.4009),
                     (-0.5808, -0.0045, -0.8140),
