@@ -36,7 +36,7 @@ class Dataset:
   preprocess_image: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-DATASETS = ('fashion_mnist', 'imagenet2012')
+DATASETS = ('fashion_mnist', 'cifar10', 'imagenet2012')
 
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int = 0,
@@ -48,6 +48,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int = 0,
   if config.dataset == 'fashion_mnist':
     from alexnet_jax.data import fashion_mnist
     return fashion_mnist.create_dataset(config, process_index, process_count)
+  if config.dataset == 'cifar10':
+    from alexnet_jax.data import cifar10
+    return cifar10.create_dataset(config, process_index, process_count)
   if config.dataset == 'imagenet2012':
     try:
       from alexnet_jax.data import imagenet
