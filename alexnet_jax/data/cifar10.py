@@ -48,6 +48,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -513,7 +514,6 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
 def main(argv: list[str]) -> None:
   """Prepares CIFAR-10 now (so that later runs need no network) and prints what it measured."""
   del argv
-  import time
   from absl import flags
   start = time.perf_counter()
   with exit_on_user_error():
