@@ -324,6 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   stop = preemption.STOP  # Set by SIGTERM/SIGINT while run.py (or a caller) has it entered.
   if pending_eval and run_evaluation(start_step, stop) is None:
     total_steps = start_step  # Interrupted again: the checkpoint still asks for this evaluation.
+  reached_target = False
   for step in range(start_step, total_steps):
     factor = plateau.factor if config.lr_schedule == 'plateau' else 1.0
     learning_rate = np.float32(base_lr(step) * factor)
@@ -356,12 +357,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                    scalars.get('train/top1_error', math.nan), learning_rate, images_per_sec,
                    _format_duration(eta))
       sums, interval_start, interval_step = None, time.perf_counter(), done
+      reached_target = reached_train_error(scalars, config.stop_at_train_error)
+      if reached_target:
+        logging.info('Training error %.4f reached config.stop_at_train_error=%g at step %d: '
+                     'stopping.', scalars['train/top1_error'], config.stop_at_train_error, done)
     eval_interrupted = False
-    if done % config.eval_every_steps == 0 or done == total_steps:
+    if done % config.eval_every_steps == 0 or done == total_steps or reached_target:
       eval_start = time.perf_counter()
       eval_interrupted = run_evaluation(done, stop) is None
       interval_start += time.perf_counter() - eval_start  # Not training throughput.
-    stopping = stop.reached(done)
+    stopping = stop.reached(done) or reached_target
     if done % config.checkpoint_every_steps == 0 or done == total_steps or stopping:
       if sums is not None:
         count_nonfinite_steps(jax.device_get(sums))  # Never save past a step 'stop' rejects.
@@ -378,6 +383,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 NONFINITE_KEYS = ('nonfinite_steps', 'first_nonfinite_step')
+
+
+def reached_train_error(scalars: dict[str, float], target: float) -> bool:
+  """Whether a logging interval's running training top-1 error is at or below `target` (> 0;
+  0 turns the early stop off). Fig. 1 measures only when the error gets there."""
+  return target > 0 and scalars.get('train/top1_error', math.inf) <= target
 
 
 def _until_signal(batches: Iterator[Any], stop: preemption.StopRequest) -> Iterator[Any]:

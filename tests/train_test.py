@@ -123,3 +123,21 @@ def test_metrics_files(tmp_path, mock_fashion_mnist):
   assert {'train/learning_rate', 'train/images_per_sec', 'train/top1_error'} <= set(train_rows[0])
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
   assert json.load(open(os.path.join(workdir, 'config.json')))['batch_size'] == 16
+
+
+def test_reached_train_error_only_at_or_below_a_positive_target():
+  assert train.reached_train_error({'train/top1_error': 0.25}, 0.25)
+  assert not train.reached_train_error({'train/top1_error': 0.2501}, 0.25)
+  assert not train.reached_train_error({'train/top1_error': 0.0}, 0.0)  # 0: the stop is off.
+  assert not train.reached_train_error({}, 0.25)  # An interval without examples.
+
+
+@pytest.mark.slow
+def test_training_stops_at_the_target_train_error(tmp_path, mock_fashion_mnist):
+  """The first logged interval at or below the target ends training, evaluated and saved."""
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config(stop_at_train_error=1.0), workdir)  # Any error is <= 1.
+  rows = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  assert [r['step'] for r in rows if 'train/loss' in r] == [1]
+  assert [r['step'] for r in rows if 'eval/loss' in r] == [1]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1']
