@@ -396,6 +396,12 @@ class InputOptions:
   pca_lighting_stddev: float = 0.1  # Std of the alpha_i ~ N(0, 0.1) draws (§4.1).
   mean_subtraction: str = 'per_channel'  # per_channel | per_pixel (§2: the per-pixel mean).
   pixel_range: float = 1.0  # Pixels in [0, pixel_range] before the mean (cuda-convnet: 255).
+  # > 0: train on only the first this many training images (TFDS's fixed order), e.g. to let a
+  # net overfit; the mean and PCA lighting still come from all 50,000.
+  train_examples: int = 0
+  # Also evaluate on the training images (those trained on, without augmentation): metrics
+  # 'eval_train/...', the training error in evaluation mode, for the train/test gap.
+  eval_on_train: bool = False
 
   @classmethod
   def from_config(cls, inp: ml_collections.ConfigDict) -> 'InputOptions':
@@ -411,6 +417,9 @@ class InputOptions:
     if options.image_size < SIDE or options.crop_padding < 0:
       raise UserError(f'config.input.image_size={options.image_size} must be >= 32 and '
                       f'crop_padding={options.crop_padding} >= 0 for CIFAR-10.')
+    if options.train_examples < 0:
+      raise UserError(f'config.input.train_examples={options.train_examples} must be >= 0 '
+                      '(0: the whole training split).')
     return options
 
 
@@ -425,6 +434,12 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   test_images, test_labels = _load_split(builder, 'test')
   names = tuple(builder.info.features['label'].names)
   stats = load_or_compute_statistics(builder, train_images)
+  if options.train_examples:
+    if options.train_examples > len(train_images):
+      raise UserError(f'config.input.train_examples={options.train_examples} is more than the '
+                      f'{len(train_images)} training images; lower it, or 0 for all.')
+    train_images = train_images[:options.train_examples]
+    train_labels = train_labels[:options.train_examples]
   scale = options.pixel_range / 255.0
   mean = stats.mean_image if options.mean_subtraction == 'per_pixel' else stats.channel_mean
   mean = tf.constant(mean * options.pixel_range, tf.float32)
@@ -487,18 +502,22 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return iter(tfds.as_numpy(ds.prefetch(4)))
 
-  def eval_batches() -> Iterator[Batch]:
+  def eval_batches(images_uint8: np.ndarray, labels_all: np.ndarray) -> Iterator[Batch]:
     local_eval = config.eval_batch_size // process_count
-    for start in range(0, len(test_images), config.eval_batch_size):
+    for start in range(0, len(images_uint8), config.eval_batch_size):
       first = start + process_index * local_eval
-      images = test_images[first:first + local_eval]
-      labels = test_labels[first:first + local_eval]
+      images = images_uint8[first:first + local_eval]
+      labels = labels_all[first:first + local_eval]
       valid = len(images)
       pad = local_eval - valid
       images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
       labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
       yield {'image': resized(centred(images)).numpy(), 'label': labels,
              'mask': np.arange(local_eval) < valid}
+
+  evaluations = {'': lambda: eval_batches(test_images, test_labels)}
+  if options.eval_on_train:
+    evaluations['train'] = lambda: eval_batches(train_images, train_labels)
 
   def preprocess_image(image_uint8: np.ndarray) -> np.ndarray:
     # To the data set's native 32x32 first, so a user's image goes through the same resize.
@@ -512,7 +531,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       num_eval_examples=len(test_images),
       class_names=names,
       train_batches=train_batches,
-      eval_batches={'': eval_batches},
+      eval_batches=evaluations,
       preprocess_image=preprocess_image,
   )
 
