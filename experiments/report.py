@@ -407,7 +407,7 @@ def write_csv(results: Results, path: str) -> None:
 def _mean_curve(runs: Sequence[Run], steps_attr: str, values_attr: str):
   """Steps logged by every finished seed, their mean and min/max over seeds."""
   curves = [(getattr(r, steps_attr), getattr(r, values_attr)) for r in runs
-            if r.status == 'finished' and getattr(r, steps_attr)]
+            if r.status == 'finished' and getattr(r, values_attr)]  # Not every run has each.
   if not curves:
     return None
   common = sorted(set.intersection(*(set(steps) for steps, _ in curves)))
