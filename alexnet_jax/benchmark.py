@@ -36,11 +36,11 @@ CEILING_GFLOPS = 400.0
 def _train_fns(config: ml_collections.ConfigDict, model: Any) -> tuple[Callable, Callable, str]:
   """(init_state(key, image_shape), step(state, batch, key)), and where the step comes from."""
   try:
-    from alexnet_jax import train  # pylint: disable=import-outside-toplevel
+    from alexnet_jax import optim, train  # pylint: disable=import-outside-toplevel
   except ImportError:
     train = None
   if train is not None and hasattr(train, 'train_step'):
-    tx = train.create_optimizer(config)
+    tx = optim.create_optimizer(config)
     init = lambda key, shape: train.create_train_state(model, tx, key, shape)
     lr = jnp.asarray(config.learning_rate, jnp.float32)
     step = lambda state, batch, key: train.train_step(state, batch, lr, key, model=model, tx=tx)

@@ -83,5 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 10000
   config.checkpoint_every_steps = 5000
   config.max_checkpoints_to_keep = 3
+  # Resuming a workdir under a config whose model differs from the one that wrote the checkpoint
+  # is an error unless this is True; then parameters that still fit are kept (docs/reliability.md).
+  config.resume_with_changed_model = False
   config.seed = 0
   return config

@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import metrics, models, train, trained_model  # noqa: E402
+from alexnet_jax import metrics, models, optim, train, trained_model  # noqa: E402
 
 BATCH, REPEATS, TRAIN_EXAMPLES = 128, 15, 60_000
 
@@ -37,7 +37,7 @@ def main(workdirs: list[str]) -> None:
         params, images).compile().cost_analysis()['flops']
     evals = [r for r in metrics.read_jsonl(f'{workdir}/metrics.jsonl') if 'eval/top1_error' in r]
     final = evals[-1]
-    tx = train.create_optimizer(config)
+    tx = optim.create_optimizer(config)
     state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
     batch = {'image': jnp.asarray(np.random.default_rng(0).normal(size=(BATCH,) + shape),
                                   jnp.float32), 'label': jnp.arange(BATCH) % 10}

@@ -17,7 +17,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import communication, metrics, models, parallel, train
+from alexnet_jax import communication, metrics, models, optim, parallel, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -83,7 +83,7 @@ def trained():
   """Three SGD steps (dropout on) on each of TRAIN_LAYOUTS: losses, state and compiled HLO."""
   config = tiny_config()
   model = models.create_model(config.model)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   init = lambda key: train.create_train_state(model, tx, key, IMAGE_SHAPE)
   batches = [_batch(16, seed) for seed in range(3)]
   runs = {}

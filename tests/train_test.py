@@ -9,13 +9,13 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import metrics, models, train
+from alexnet_jax import metrics, models, optim, train
 from tests.conftest import tiny_config
 
 
 def _sgd_run(optimizer, learning_rates, grads, w0, momentum=0.9, weight_decay=5e-4):
   config = tiny_config(optimizer=optimizer, momentum=momentum, weight_decay=weight_decay)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   params = jnp.asarray(w0)
   state = tx.init(params)
   for lr, g in zip(learning_rates, grads):
@@ -44,19 +44,19 @@ def test_paper_and_optax_sgd_follow_their_formulas():
 
 
 def test_plateau_divides_by_ten_at_most_three_times():
-  plateau = train.Plateau(patience=2, min_delta=0.01, max_reductions=3)
+  plateau = optim.Plateau(patience=2, min_delta=0.01, max_reductions=3)
   errors = [0.5, 0.4, 0.395, 0.41, 0.3, 0.3, 0.3] + [0.3] * 10
   reductions = [plateau.update(e) for e in errors]
   assert reductions[:7] == [False, False, False, True, False, False, True]
   assert plateau.reductions == 3 and plateau.factor == pytest.approx(1e-3)
-  restored = train.Plateau(2, 0.01, 3)
+  restored = optim.Plateau(2, 0.01, 3)
   restored.load_json(json.loads(json.dumps(plateau.to_json())))
   assert restored == plateau
 
 
 def test_step_schedule_drops_at_epoch_boundaries():
   config = tiny_config(lr_schedule='step', learning_rate=0.01, lr_step_epochs=(1, 2))
-  lr = train.base_learning_rate_fn(config, steps_per_epoch=10, total_steps=30)
+  lr = optim.base_learning_rate_fn(config, steps_per_epoch=10, total_steps=30)
   np.testing.assert_allclose([lr(0), lr(9), lr(10), lr(19), lr(20)],
                              [0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-6)
 
@@ -80,7 +80,7 @@ def test_top_k_errors_against_hand_checked_case():
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch():
   config = tiny_config()
   model = models.create_model(config.model)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
   batch = {'image': jax.random.normal(jax.random.key(1), (8, 67, 67, 1)),
            'label': jnp.arange(8) % 10}

@@ -24,7 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from alexnet_jax import communication, models, parallel, train  # noqa: E402
+from alexnet_jax import communication, models, optim, parallel, train  # noqa: E402
 from configs import default, imagenet  # noqa: E402
 
 _STEPS = flags.DEFINE_integer('steps', 9, 'Timed rounds (after one warm-up round).')
@@ -41,7 +41,7 @@ def _compiled_step(config, layout):
   config.mesh.data, config.mesh.model, config.mesh.strategy = data, model_axis, strategy
   mesh = parallel.create_mesh(config.mesh, config.model.towers, jax.devices()[:data * model_axis])
   model = models.create_model(config.model)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   size = config.input.image_size
   channels = 3 if config.dataset == 'imagenet2012' else 1
   init = lambda key: train.create_train_state(model, tx, key, (size, size, channels))

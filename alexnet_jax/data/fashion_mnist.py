@@ -6,7 +6,8 @@ strips each gzip header's file name and time stamp. Restoring those fields gives
 files byte for byte, so TFDS's own sha256 check passes and nothing about the builder is bypassed.
 
 The whole split fits in memory (60,000 28x28 images), so batches are gathered with numpy from a
-per-epoch permutation seeded by (seed, epoch): the data order is a pure function of the step.
+per-epoch permutation seeded by (seed, epoch): the data order is a pure function of the position
+(epoch, offset), whatever batch sizes led there. Flips are drawn per step from (seed, step).
 """
 
 import pathlib
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import Batch, Dataset
+from alexnet_jax.data import Batch, Dataset, Position
 from alexnet_jax.errors import UserError
 
 DEBIAN_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
@@ -109,20 +110,19 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     images = (tf.cast(images_uint8, tf.float32) / 255.0 - mean) / std
     return tf.image.resize(images, (size, size), method='bilinear')
 
-  def train_batches(start_step: int) -> Iterator[Batch]:
-    steps_per_epoch = len(train_images) // global_batch
+  def train_batches(start: Position = Position()) -> Iterator[Batch]:
     local = slice(process_index * local_batch, (process_index + 1) * local_batch)
 
     def indices():
-      step, permutation, permutation_epoch = start_step, None, -1
+      position, permutation, permutation_epoch = start, None, -1
       while True:
-        epoch, index = divmod(step, steps_per_epoch)
+        epoch, offset = position.batch_start(global_batch, len(train_images))
         if epoch != permutation_epoch:
           permutation = np.random.default_rng([seed, epoch]).permutation(len(train_images))
           permutation_epoch = epoch
-        batch = permutation[index * global_batch:(index + 1) * global_batch][local]
-        yield train_images[batch], train_labels[batch], step
-        step += 1
+        batch = permutation[offset:offset + global_batch][local]
+        yield train_images[batch], train_labels[batch], position.step
+        position = position.after_batch(global_batch, len(train_images))
 
     def augment(images, labels, step):
       images = preprocess(images)

@@ -7,8 +7,10 @@ tf.data pipeline (only the crop window, where that helps).
 Training data order: each process reads its own `tfds.split_for_jax_process` slice. Epoch e's
 order comes from file and buffer shuffles seeded by (seed, e, process); the tail that does not fill
 a batch is dropped, so every epoch has the same number of steps. Each example's augmentation is
-seeded by (seed, e, process, position in the epoch). `train_batches(k)` therefore starts at epoch
-k // steps_per_epoch and skips the records already consumed in it before decoding them.
+seeded by (seed, e, process, position in the epoch). `train_batches(position)` therefore starts at
+epoch `position.epoch` and skips the records already consumed in it before decoding them; the
+batches never depend on the batch sizes that led to the position. Every process reads
+num_train // process_count records of each epoch (`Dataset.train_epoch_size`).
 
 A JPEG that fails to decode never stops training or evaluation: in a training batch its row is
 replaced by a copy of another row of the same batch (so step k still holds records
@@ -28,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from alexnet_jax.data import Batch, Dataset, preprocessing
+from alexnet_jax.data import Batch, Dataset, Position, preprocessing
 from alexnet_jax.errors import UserError
 
 BUILDER_NAME = 'imagenet2012'
@@ -224,8 +226,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   num_train = builder.info.splits['train'].num_examples
   num_eval = builder.info.splits['validation'].num_examples
   local_batch = config.batch_size // process_count
-  steps_per_epoch = num_train // process_count // local_batch
-  if not steps_per_epoch:
+  local_epoch_size = num_train // process_count  # The same on every process.
+  epoch_size = local_epoch_size * process_count
+  if local_epoch_size < local_batch:
     raise UserError(f'batch_size={config.batch_size} is larger than the training split '
                     f'({num_train} images); lower --config.batch_size.')
   train_split = tfds.split_for_jax_process('train', process_index=process_index,
@@ -250,12 +253,13 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                                          pixel_range)
     return {'image': image, 'label': example['label']}
 
-  def epoch_batches(epoch: int, skip_steps: int) -> tf.data.Dataset:
+  def epoch_batches(epoch: int, offset: int) -> tf.data.Dataset:
+    """Epoch `epoch`'s batches from global example `offset` on (a multiple of process_count)."""
     file_seed, buffer_seed = _seed_words(config.seed, epoch, process_index)
     epoch_seed = tf.constant(_seed_words(config.seed, epoch, process_index, 1), tf.int64)
     ds = _records(builder, train_split, deterministic, shuffle_seed=file_seed)
     ds = ds.shuffle(inp.shuffle_buffer, seed=buffer_seed)
-    ds = ds.take(steps_per_epoch * local_batch).enumerate().skip(skip_steps * local_batch)
+    ds = ds.take(local_epoch_size).enumerate().skip(offset // process_count)
     ds = _map_tolerating_corrupt(
         ds, lambda position, example: train_example(epoch_seed, position, example),
         lambda position, example: {'image': tf.zeros((size, size, 3)),
@@ -263,10 +267,10 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     ds = ds.batch(local_batch, drop_remainder=True).map(_replace_corrupt_rows)
     return ds.prefetch(2)
 
-  def train_batches(start_step: int) -> Iterator[Batch]:
-    epoch, skip_steps = divmod(start_step, steps_per_epoch)
+  def train_batches(start: Position = Position()) -> Iterator[Batch]:
+    epoch, offset = start.batch_start(config.batch_size, epoch_size)
     while True:
-      for batch in tfds.as_numpy(epoch_batches(epoch, skip_steps)):
+      for batch in tfds.as_numpy(epoch_batches(epoch, offset)):
         corrupt = int((~batch.pop('valid')).sum())
         if corrupt:
           counter.add('train', corrupt)
@@ -275,7 +279,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                             f'the prepared data in {builder.data_dir} is damaged; delete it to '
                             're-prepare from the tars.')
         yield batch
-      epoch, skip_steps = epoch + 1, 0
+      epoch, offset = epoch + 1, 0
 
   local_eval = config.eval_batch_size // process_count
   eval_steps = -(-(-(-num_eval // process_count)) // local_eval)  # ceil(ceil(N / P) / B).
@@ -316,4 +320,5 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       train_batches=train_batches,
       eval_batches=evaluations,
       corrupt_image_counts=counter.counts,
+      train_epoch_size=epoch_size,
   )
