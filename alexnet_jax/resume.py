@@ -102,7 +102,7 @@ class _Mapping:
       return leaf
 
     params = jax.tree_util.tree_map_with_path(take, fresh.params)
-    dropped = sorted(set(saved_params) - set(kept))
+    dropped = sorted(set(saved_params) - set(kept) - set(new_params))  # Layers now absent.
     if (new_params or dropped) and not self.allow_model_change:
       name = (new_params or dropped)[0]
       shapes = [getattr(saved_params.get(name), 'shape', None),
@@ -121,15 +121,18 @@ class _Mapping:
 
   def _describe(self, kept: list[str], new_params: list[str], dropped: list[str],
                 scale: float | None, moved: optim.Transfer) -> None:
-    self.carried.append(f'parameters of {_layers(kept)}' if new_params else 'parameters')
+    params = kept + new_params
+    self.carried.append(f'parameters of {_layers(kept, params)}' if new_params else 'parameters')
     if new_params or dropped:
-      self.reset.append(f'parameters of {_layers(new_params + dropped)} (shapes or layers changed)')
+      self.reset.append(f'parameters of {_layers(new_params + dropped, params + dropped)} '
+                        '(shapes or layers changed)')
+    momenta = moved.momentum_carried + moved.momentum_reset
     if moved.momentum_carried:
-      which = f' of {_layers(moved.momentum_carried)}' if moved.momentum_reset else ''
+      which = f' of {_layers(moved.momentum_carried, momenta)}' if moved.momentum_reset else ''
       mapped = '' if scale == 1.0 else f' (mapped to {self.optimizer}: x{scale:.6g})'
       self.carried.append(f'momentum{which}{mapped}')
     if moved.momentum_reset:
-      self.reset.append(f'momentum of {_layers(moved.momentum_reset)}')
+      self.reset.append(f'momentum of {_layers(moved.momentum_reset, momenta)}')
     if moved.momentum_dropped:
       self.reset.append(f'momentum of {_layers(moved.momentum_dropped)} (not trained any more)')
     if moved.other_reset:
@@ -203,14 +206,20 @@ def _saved_learning_rate(opt_state: dict[str, Any]) -> float:
   return float(jax.device_get(opt_state['hyperparams']['learning_rate']))
 
 
-def _layers(names: list[str]) -> str:
-  """'conv1, fc8' for parameter names such as 'conv1/kernel', 'conv1/bias', 'fc8/bias'."""
-  return ', '.join(dict.fromkeys(name.split('/')[0] for name in names))
+def _layers(names: list[str], all_names: list[str] | None = None) -> str:
+  """'conv1, fc8/bias': a layer's name where `names` holds all of its parameters in `all_names`."""
+  all_names = names if all_names is None else all_names
+  shown = []
+  for name in names:
+    layer = name.split('/')[0]
+    whole = all(n in names for n in all_names if n.split('/')[0] == layer)
+    shown.append(layer if whole else name)
+  return ', '.join(dict.fromkeys(shown))
 
 
 def _show(value: Any) -> str:
-  return json.dumps(value) if not isinstance(value, str) or value == workdir_lib.ABSENT else \
-      repr(value)
+  """A config value as JSON (as config.json holds it); a missing key as <absent>."""
+  return value if value == workdir_lib.ABSENT else json.dumps(value)
 
 
 def _changes_text(changes: dict[str, tuple[Any, Any]]) -> str:

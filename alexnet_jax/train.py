@@ -162,18 +162,20 @@ class ProgressReport:
   """
 
   def __init__(self, writer: metrics.MetricWriter, dataset: data.Dataset, nan_policy: NanPolicy,
-               batch_size: int, start_step: int, total_steps: int):
+               batch_size: int, start_step: int, total_steps: int,
+               clock: Callable[[], float] = time.perf_counter):
     self._writer, self._dataset, self._nan_policy = writer, dataset, nan_policy
-    self._batch_size, self._total_steps = batch_size, total_steps
-    self._interval_start, self._interval_step = time.perf_counter(), start_step
+    self._batch_size, self._total_steps, self._clock = batch_size, total_steps, clock
+    self._interval_start, self._interval_step = clock(), start_step
 
   @contextlib.contextmanager
   def paused(self):
-    paused_at = time.perf_counter()
+    """Time spent inside does not count as training time."""
+    paused_at = self._clock()
     try:
       yield
     finally:
-      self._interval_start += time.perf_counter() - paused_at
+      self._interval_start += self._clock() - paused_at
 
   def __call__(self, step: int, sums: dict[str, Any], learning_rate: float) -> None:
     """Reports the interval ending at `step`; `sums`: its accumulated host metric sums."""
@@ -186,7 +188,7 @@ class ProgressReport:
         logging.warning('Skipped %d step(s) with non-finite loss, gradients or parameters in '
                         'steps %d-%d (the first: step %d).', skipped, self._interval_step + 1,
                         step, sums['first_nonfinite_step'])
-    elapsed = time.perf_counter() - self._interval_start
+    elapsed = self._clock() - self._interval_start
     images_per_sec = (step - self._interval_step) * self._batch_size / elapsed
     scalars.update({'train/learning_rate': float(learning_rate),
                     'train/images_per_sec': images_per_sec})
@@ -199,7 +201,7 @@ class ProgressReport:
                  step, self._total_steps, scalars.get('train/loss', math.nan),
                  scalars.get('train/top1_error', math.nan), learning_rate, images_per_sec,
                  format_duration(eta))
-    self._interval_start, self._interval_step = time.perf_counter(), step
+    self._interval_start, self._interval_step = self._clock(), step
 
 
 def format_duration(seconds: float) -> str:
