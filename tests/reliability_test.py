@@ -498,9 +498,9 @@ def test_invalid_config_values_are_one_line_errors_before_any_compute(
 def test_a_checkpoint_of_another_architecture_is_a_one_line_error(
     tmp_path, reference_workdir, mock_fashion_mnist):
   workdir = copy_of(reference_workdir, tmp_path)
-  with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(parameter '
-                     r'conv5/bias: saved 2x8, this config 2x16\); use a new --workdir or the '
-                     'config that wrote it'):
+  with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(config.model.'
+                     r'conv_features: \[8, 16, 24, 24, 16\] there, \[8, 16, 24, 24, 32\] here\); '
+                     'use a new --workdir or the config that wrote it'):
     train.train_and_evaluate(run_config(**{'model.conv_features': (8, 16, 24, 24, 32)}), workdir)
 
 

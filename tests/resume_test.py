@@ -199,6 +199,21 @@ def test_an_accepted_change_of_model_keeps_what_still_fits(tmp_path, caplog, bas
   assert Workdir(path).config(step=4).model.fc_features == [32, 32]
 
 
+def test_without_a_saved_config_the_checkpoints_shapes_decide(tmp_path, caplog, base_run):
+  path = copy_of(base_run, tmp_path)
+  os.remove(Workdir(path).config_file)
+  config = config_with(**{'model.fc_features': (64, 64)})
+  with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(parameter '
+                     r'fc6/bias: saved 2x16, this config 2x32\); use a new --workdir'):
+    train.train_and_evaluate(config, path, dataset_for(config))
+  config = config_with(grad_clip_norm=1.0)
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, path, dataset_for(config))
+  assert 'carried over: parameters, momentum, plateau state' in resume_line(caplog)
+  assert_nothing_moved_aside(path, caplog)
+  assert Workdir(path).config().grad_clip_norm == 1.0  # The record starts here.
+
+
 @pytest.mark.slow
 def test_the_issues_clipping_case_trains_on_from_both_checkpoints(tmp_path, caplog, base_run):
   """Rerun with --config.num_train_steps=8 --config.grad_clip_norm=1.0 (issue 16, case 1)."""
