@@ -30,7 +30,7 @@ def _slowed(create_dataset):
   def create(*args, **kwargs) -> data.Dataset:
     dataset = create_dataset(*args, **kwargs)
     return dataclasses.replace(
-        dataset, train_batches=lambda start_step: _slowly(dataset.train_batches(start_step)),
+        dataset, train_batches=lambda position: _slowly(dataset.train_batches(position)),
         eval_batches={name: (lambda b=batches: _slowly(b()))
                       for name, batches in dataset.eval_batches.items()})
   return create
