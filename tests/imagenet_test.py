@@ -87,6 +87,21 @@ def test_resume_continues_the_exact_data_order_across_epochs(fake):
   assert not np.array_equal(from_start[0]['image'], from_start[4]['image'])
 
 
+def test_a_new_batch_size_continues_with_the_records_not_yet_seen(fake):
+  """One step of 8, then batch 16: records 8-23 of epoch 0, augmented as they would have been."""
+  root, _, dataset = fake
+  config = _config(root / 'data')
+  config.batch_size = 16
+  larger = create_dataset(config)
+  of_eight = _take(dataset.train_batches(), 5)  # 4 steps per epoch (32 images), then epoch 1.
+  of_sixteen = _take(larger.train_batches(Position.at_step(1, 8, dataset.epoch_size)), 2)
+  for key in ('label', 'image'):
+    np.testing.assert_array_equal(of_sixteen[0][key],
+                                  np.concatenate([of_eight[1][key], of_eight[2][key]]))
+  # Records 24-31 are fewer than a batch of 16: the next batch starts epoch 1.
+  np.testing.assert_array_equal(of_sixteen[1]['label'][:8], of_eight[4]['label'])
+
+
 def test_seed_changes_the_order(fake):
   root, _, dataset = fake
   config = _config(root / 'data')

@@ -259,7 +259,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     epoch_seed = tf.constant(_seed_words(config.seed, epoch, process_index, 1), tf.int64)
     ds = _records(builder, train_split, deterministic, shuffle_seed=file_seed)
     ds = ds.shuffle(inp.shuffle_buffer, seed=buffer_seed)
-    ds = ds.take(local_epoch_size).enumerate().skip(offset // process_count)
+    skip = offset // process_count
+    batches = (local_epoch_size - skip) // local_batch  # The tail is dropped before decoding.
+    ds = ds.take(skip + batches * local_batch).enumerate().skip(skip)
     ds = _map_tolerating_corrupt(
         ds, lambda position, example: train_example(epoch_seed, position, example),
         lambda position, example: {'image': tf.zeros((size, size, 3)),
