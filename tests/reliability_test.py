@@ -466,8 +466,8 @@ CONFIG_ERRORS = [
     ({'mesh.model': 0}, 'config.mesh.model=0 must be a positive device count, or -1 to fill'),
     ({'batch_size': 12}, 'config.batch_size=12 is not divisible by the 8 devices the batch is '
                          'split over'),
-    ({'input.image_size': 32}, 'config.input.image_size=32 is too small for AlexNet with '
-                               'overlapping pooling; use at least 67'),
+    ({'input.image_size': 32}, 'config.input.image_size=32 is too small for the alexnet model as '
+                               'configured; use at least 67'),
     ({'momentum': 1.0}, 'config.momentum=1.0 must be in [0, 1)'),
     ({'weight_decay': -5e-4}, 'config.weight_decay=-0.0005 must be >= 0'),
     ({'lr_schedule': 'linear'}, "config.lr_schedule='linear' is unknown; expected one of plateau"),
