@@ -6,6 +6,8 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+# Before TensorFlow and JAX start threads, so the malloc settings cover them (allocator.py).
+import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
