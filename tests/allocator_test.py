@@ -4,6 +4,7 @@ in again; and where the settings cannot apply, the process says so and keeps its
 Counts minor page faults (getrusage), never time: a page fault count does not depend on load.
 """
 
+import ctypes.util
 import os
 import platform
 import resource
@@ -107,8 +108,8 @@ def test_where_the_settings_cannot_apply_the_defaults_are_kept(monkeypatch):
 
 @glibc_only
 def test_a_preloaded_allocator_is_left_alone():
-  tcmalloc = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4'
-  if not os.path.exists(tcmalloc):
+  tcmalloc = ctypes.util.find_library('tcmalloc_minimal')
+  if not tcmalloc:
     pytest.skip('libtcmalloc-minimal4 is not installed')
   result = subprocess.run(
       [sys.executable, '-c', 'import alexnet_jax.allocator as a; print(a.status())'], cwd=ROOT,
