@@ -5,17 +5,18 @@ malloc serves large blocks with mmap and hands them back to the kernel on free: 
 mmap threshold (at most 32 MiB), and, on worker threads, any block larger than a thread arena's
 64 MiB heap whatever the settings. The next step then faults the same memory in again, page by
 page: the paper model at batch 32 took 248,000 minor page faults and 0.47 s of kernel time per
-training step, a third of its CPU time (docs/performance.md has the measurements).
+training step, against ~1.75 s of user time (docs/performance.md, "Memory: the allocator").
 
 `keep_freed_memory()`, called when `alexnet_jax` is imported, sets glibc's malloc (mallopt(3)) to
 serve large blocks from the heap (M_MMAP_MAX=0), from one arena for all threads (M_ARENA_MAX=1,
 so worker threads' blocks come from the main heap too) and never to give the heap's top back
-(M_TRIM_THRESHOLD=-1). Freed blocks are then reused by the next step: no faults after the first
-step, at the cost of a resident size that stays at the step's peak plus fragmentation.
+(M_TRIM_THRESHOLD=-1). Freed blocks are then reused by the next step: no faults once the heap has
+grown to the step's peak, at the cost of a resident size that stays at that peak.
 
 The arena limit only binds threads that allocate for the first time after it is set (and glibc
-fixes its limit for good once a process has more than 8 arenas), so `alexnet_jax` must be imported before TensorFlow and before JAX starts
-its CPU backend: entry points import it first.
+fixes its limit for good once a process has more than 8 arenas), so `alexnet_jax` must be
+imported before TensorFlow runs anything and before JAX starts its CPU backend: entry points
+import it first, and `status()` says when it came too late.
 
 Set ALEXNET_JAX_MALLOC=system to keep glibc's defaults. Nothing is changed where malloc is not
 glibc's (macOS, musl, or another allocator such as tcmalloc preloaded with LD_PRELOAD).
