@@ -99,11 +99,12 @@ def test_importing_after_jax_started_its_threads_is_reported():
 
 
 def test_where_the_settings_cannot_apply_the_defaults_are_kept(monkeypatch):
+  # pylint: disable=protected-access
   monkeypatch.setenv('ALEXNET_JAX_MALLOC', 'system')
-  assert allocator._apply() == 'glibc defaults kept (ALEXNET_JAX_MALLOC=system)'  # pylint: disable=protected-access
+  assert allocator._apply() == 'glibc defaults kept (ALEXNET_JAX_MALLOC=system)'
   monkeypatch.delenv('ALEXNET_JAX_MALLOC')
   monkeypatch.setattr(allocator, '_glibc', lambda: None)  # macOS, musl: no glibc.
-  assert allocator._apply() == 'not glibc; allocator defaults kept'  # pylint: disable=protected-access
+  assert allocator._apply() == 'not glibc; allocator defaults kept'
 
 
 @glibc_only
