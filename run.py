@@ -10,6 +10,8 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Silence TensorFlow's start-up banner.
 
+# First, so its malloc settings cover TensorFlow's and XLA's threads (alexnet_jax/allocator.py).
+import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import
 from absl import app, flags, logging  # noqa: E402
 import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -7,7 +7,7 @@ Warm-up (compilation and the first steps) is excluded; each reported time is the
 `--steps` single-step timings, each ended by `block_until_ready`. The training step is the
 trainer's own step (`alexnet_jax.train.train_step`: SGD with momentum and weight decay,
 cross-entropy, dropout) when the trainer is available, else an equivalent one defined here.
-Compare the compute paths with `--config.model.fast_ops=False`, `--config.model.dtype=bfloat16`
+Compare the compute paths with `--config.kernels=xla`, `--config.model.dtype=bfloat16`
 and ALEXNET_JAX_ONEDNN=0 (XLA's own convolutions instead of oneDNN's; see alexnet_jax/onednn.py).
 """
 
@@ -27,7 +27,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from alexnet_jax import models, onednn
+from alexnet_jax import data, onednn, parallel, registry
 
 # Stated peak fp32 throughput of this machine's two cores, for the "% of ceiling" column.
 CEILING_GFLOPS = 400.0
@@ -121,9 +121,9 @@ class Benchmark:
   def __init__(self, config: ml_collections.ConfigDict, batch_size: int, warmup: int = 2):
     self.config = config
     self.batch_size = batch_size
-    self.model = models.create_model(config.model)
-    size = config.input.image_size
-    self.image_shape = (size, size, 3)
+    self.model = registry.create_model(config.model,
+                                       layout=parallel.Layout(kernels=config.kernels))
+    self.image_shape = data.image_shape(config)
     init, step, self.step_source = _train_fns(config, self.model)
     rng = np.random.default_rng(0)
     self.batch = {
@@ -181,7 +181,7 @@ def run(config: ml_collections.ConfigDict, batch_size: int, steps: int,
       'batch_size': batch_size,
       'device': device_description(),
       'dtype': str(config.model.get('dtype', 'float32')),
-      'fast_ops': bool(config.model.get('fast_ops', True)),
+      'kernels': parallel.platform_kernels(config.kernels),
       'convolutions': onednn.status(),
       'train_step': bench.step_source,
       'compile_seconds': bench.compile_seconds,

@@ -3,8 +3,8 @@
     python -m alexnet_jax.conformance --config=configs/imagenet.py
     python -m alexnet_jax.conformance --config=configs/torchvision.py --checkpoint=/path/to/ckpt
 
-Prints the paper's specification (§3, §4.2, §5 and Fig. 2; see PAPER.md) next to what is measured
-from the model itself, never read from the config:
+Prints the paper's specification (§3, §4.2, §5 and Fig. 2; see docs/paper.md) next to what is
+measured from the model itself, never read from the config:
   - kernel shapes, strides, padding and multiply-adds from the traced convolutions and matrix
     products (`jax.make_jaxpr`), attributed to a layer by the parameter their kernel comes from;
   - output shapes from the layers' inputs and outputs under `jax.eval_shape`;
@@ -32,11 +32,12 @@ import numpy as np
 import scipy.optimize
 
 from alexnet_jax import checkpoint as checkpoint_lib
-from alexnet_jax import models, onednn
+from alexnet_jax import data, onednn, parallel, registry
 from alexnet_jax.errors import UserError
 
 # ----------------------------------------------------------------------------------------------
-# The paper's specification (PAPER.md, §3.5 and Fig. 2; input 227 as Caffe does, see PAPER.md).
+# The paper's specification (docs/paper.md, Architecture (§3.5, Fig. 2); input 227 as Caffe does,
+# see docs/paper.md, Input size: 224 or 227).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +78,6 @@ LRN_TOLERANCE = 0.01  # Relative, for fitted k, alpha, beta.
 INIT_STD_TOLERANCE = 0.05  # Relative; thousands of samples per layer put the error well below.
 DROPOUT_TOLERANCE = 0.01
 PROBE_BATCH = 32  # Crafted inputs per layer in one run of the probes.
-
-# The input pipelines' channel counts (the model does not know them).
-_IMAGE_CHANNELS = {'fashion_mnist': 1}
 
 
 def paper_shapes() -> list[dict[str, Any]]:
@@ -126,16 +124,11 @@ def _row(layer: str, item: str, paper: str, measured: str, ok: bool, note: str =
   return Row(layer, item, paper, measured, 'match' if ok else 'DIFFERS', note)
 
 
-def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-  size = config.input.image_size
-  return (size, size, _IMAGE_CHANNELS.get(config.dataset, 3))
-
-
 def report(config: ml_collections.ConfigDict, params: Any | None = None,
            measure_init: bool = True) -> list[Row]:
   """The conformance rows for `config`'s model, with `params` (a checkpoint's) when given."""
-  model = models.create_model(config.model)
-  shape = image_shape(config)
+  model = registry.create_model(config.model, layout=parallel.Layout(kernels='xla'))
+  shape = data.image_shape(config)
   images = jax.ShapeDtypeStruct((1,) + shape, jnp.float32)
   abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
   variables = abstract  # Structure is all the probes need; values only for the init rows.

@@ -33,7 +33,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from alexnet_jax import checkpoint, data, models, optim, train  # noqa: E402
+from alexnet_jax import checkpoint, data, models, optim, registry, train  # noqa: E402
 from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from alexnet_jax.workdir import Workdir  # noqa: E402
 
@@ -116,7 +116,7 @@ def check_shapes(model: models.AlexNet, params: dict, image_size: int, channels:
 
 def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict) -> None:
   """config.json and checkpoint step 0 (zero optimizer state), as run.py would have written."""
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   check_shapes(model, params, config.input.image_size, params['conv1']['kernel'].shape[-2])
   tx = optim.create_optimizer(config)
   state = train.TrainState(step=np.zeros((), np.int32), params=params, opt_state=tx.init(params))

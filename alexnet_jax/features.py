@@ -20,20 +20,10 @@ from absl import app, flags, logging  # noqa: E402
 from alexnet_jax import data, models, trained_model  # noqa: E402
 from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
-# The last hidden layer of each model: its activations are the features.
-FEATURE_LAYERS = {'alexnet': 'fc7', 'lenet5': 'fc4'}
-
-
-def _activation_name(model_config) -> str:
-  if model_config.get('name', 'alexnet') == 'lenet5':
-    return model_config.get('lenet_activation', 'tanh')
-  return model_config.activation
-
-
 def make_extractor(trained: trained_model.TrainedModel):
   """jitted images [B, H, W, C] -> (features [B, D], logits [B, classes])."""
-  layer = FEATURE_LAYERS[trained.config.model.get('name', 'alexnet')]
-  act = models.ACTIVATIONS[_activation_name(trained.config.model)]
+  layer = trained.model.feature_layer  # The last hidden layer: its activations are the features.
+  act = models.ACTIVATIONS[trained.model.activation]
 
   @jax.jit
   def extract(images):

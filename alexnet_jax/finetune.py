@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import optax
 
-from alexnet_jax import checkpoint, models, trained_model
+from alexnet_jax import checkpoint, data, registry, trained_model
 from alexnet_jax.errors import UserError
 
 
@@ -53,9 +53,9 @@ def pretrained_params(config: ml_collections.ConfigDict, fresh_params: Any) -> A
   block = config.finetune
   workdir, step = trained_model.split_checkpoint_path(block.init_from)
   source_config = trained_model.load_config(workdir, step)
-  source_model = models.create_model(source_config.model,
-                                     len(trained_model.class_names(source_config)))
-  source_shape = trained_model.image_shape(source_config)
+  source_model = registry.create_model(source_config.model,
+                                       len(trained_model.class_names(source_config)))
+  source_shape = data.image_shape(source_config)
   source = checkpoint.restore_params(f'{workdir}/checkpoints',
                                      trained_model.abstract_params(source_model, source_shape),
                                      step)

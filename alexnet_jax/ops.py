@@ -172,10 +172,22 @@ def _onednn_runs(x: Array, kernel: Array, stride: int, padding: int) -> bool:
   return onednn.available() and onednn.supports(x, kernel, stride, padding)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
   """`reference_conv` computed by oneDNN's kernels where available (onednn.py), else by XLA
-  with a faster weight gradient for strided convolutions (conv1)."""
+  with a faster weight gradient for strided convolutions (conv1).
+
+  Inside shard_map the kernel is first typed as varying over every mesh axis `x` varies over:
+  the hand-written gradient returns the kernel's gradient with x's variation, and the cast lets
+  autodiff sum it over the data axis, where it belongs.
+  """
+  missing = tuple(sorted(onednn.varying_axes(x) - onednn.varying_axes(kernel)))
+  if missing:
+    kernel = lax.pcast(kernel, missing, to='varying')
+  return _conv(x, kernel, stride, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
   if _onednn_runs(x, kernel, stride, padding):
     return onednn.conv_forward(x, kernel, stride, padding)
   return reference_conv(x, kernel, stride, padding)
@@ -189,7 +201,7 @@ def _summed_like(grad: Array, primal: Array) -> Array:
 
 
 def _conv_fwd(x, kernel, stride, padding):
-  return conv(x, kernel, stride, padding), (x, kernel)
+  return _conv(x, kernel, stride, padding), (x, kernel)
 
 
 def _conv_bwd(stride, padding, residuals, g):
@@ -209,4 +221,4 @@ def _conv_bwd(stride, padding, residuals, g):
   return x_grad, kernel_grad.astype(kernel.dtype)
 
 
-conv.defvjp(_conv_fwd, _conv_bwd)
+_conv.defvjp(_conv_fwd, _conv_bwd)

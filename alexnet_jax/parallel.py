@@ -11,26 +11,141 @@ The mesh has a 'data' axis (the batch is split over it, gradients are averaged) 
   outputs are gathered along 'model' before fc6, and fc6-fc8 are split by tower over 'model'.
 * 'data': plain data parallelism; the 'model' axis must have size 1.
 
-With model=1 every strategy is data parallelism. The model-parallel layouts run the module inside
-`jax.shard_map` (see `DistributedModel`); the rest of the step is ordinary `jax.jit` code over
-global arrays. See docs/parallelism.md for a diagram and measured communication.
+The model sees all of this through one object, `Layout`: where its towers are stored and meet,
+and which kernels compute its layers. With model=1 every strategy is data parallelism. The
+model-parallel layouts run the module inside `jax.shard_map` (see `DistributedModel`); the rest of
+the step is ordinary `jax.jit` code over global arrays. See docs/parallelism.md.
 """
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from alexnet_jax import ops
 from alexnet_jax.errors import UserError
 
+# config.kernels: which kernels compute the layers.
+# 'cpu': ops.py's hand-written LRN / max-pool gradients, conv1's weight gradient as matrix
+#        products, conv1's towers merged into one convolution, and oneDNN's convolutions where the
+#        library is built: each measured faster than XLA:CPU's own (docs/performance.md);
+# 'xla': plain lax ops differentiated by JAX (XLA's own fused kernels: GPU, TPU);
+# 'auto': 'cpu' on the CPU backend, 'xla' elsewhere.
+KERNELS = ('auto', 'cpu', 'xla')
+
+
+def platform_kernels(setting: str, platform: str | None = None) -> str:
+  """'cpu' or 'xla' for `setting` ('auto' decides from `platform`, default JAX's backend)."""
+  if setting not in KERNELS:
+    raise UserError(f'config.kernels={setting!r} is unknown; expected one of {", ".join(KERNELS)}.')
+  if setting != 'auto':
+    return setting
+  return 'cpu' if (platform or jax.default_backend()) == 'cpu' else 'xla'
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where a tower model's towers live and which kernels compute its layers.
+
+  The default holds every tower on one device. Inside `jax.shard_map` (`DistributedModel`) the
+  layers of `split_layers` store one tower per device along the mesh axis `tower_axis`, and the
+  towers meet through collectives; `batch_axis` / `conv_batch_axis` name the axes the batch is
+  split along (for the hybrid strategy the convolutions see a batch also split along
+  `conv_batch_axis`, gathered before fc6). Activations of tower layers are tuples, one array per
+  tower held here.
+  """
+  kernels: str = 'auto'  # config.kernels (KERNELS).
+  tower_axis: str | None = None
+  split_layers: frozenset[str] = frozenset()
+  batch_axis: str | None = None
+  conv_batch_axis: str | None = None
+
+  # --- Where the towers live. ---
+
+  def stored_towers(self, layer: str, towers: int) -> int:
+    """How many of `layer`'s towers this device stores: all, or its share when split."""
+    if layer in self.split_layers:
+      return towers // lax.axis_size(self.tower_axis)
+    return towers
+
+  def all_towers(self, xs: Sequence[jax.Array], towers: int, scope: str) -> jax.Array:
+    """Every tower's channels, concatenated in tower order: where the towers communicate."""
+    local = jnp.concatenate(xs, axis=-1) if len(xs) > 1 else xs[0]
+    if len(xs) == towers or self.tower_axis is None:  # All towers are on this device.
+      return local
+    with jax.named_scope(f'cross_tower_{scope}'):
+      return lax.all_gather(local, self.tower_axis, axis=local.ndim - 1, tiled=True)
+
+  def sum_towers(self, partial: jax.Array, layer: str, towers: int) -> jax.Array:
+    """The sum over every tower of each tower's `partial` result (fc8's partial logits)."""
+    if self.stored_towers(layer, towers) == towers:
+      return partial
+    with jax.named_scope(f'cross_tower_{layer}'):
+      return lax.psum(partial, self.tower_axis)
+
+  def tower_index(self, local_index: int, local_towers: int, towers: int) -> jax.Array | int:
+    """The global index of the `local_index`-th tower held here."""
+    if local_towers == towers or self.tower_axis is None:
+      return local_index
+    return lax.axis_index(self.tower_axis) * local_towers + local_index
+
+  def example_index(self, batch: int) -> jax.Array:
+    """Global indices of the `batch` examples held here (after the conv batch is gathered)."""
+    first = 0 if self.batch_axis is None else lax.axis_index(self.batch_axis) * batch
+    return first + jnp.arange(batch)
+
+  def gather_conv_batch(self, x: jax.Array) -> jax.Array:
+    """Hybrid strategy: the convolutions' batch shards joined for the fully connected layers."""
+    if self.conv_batch_axis is None:
+      return x
+    with jax.named_scope('hybrid_batch_gather_fc6'):
+      return lax.all_gather(x, self.conv_batch_axis, axis=0, tiled=True)
+
+  # --- Which kernels compute the layers. ---
+
+  @property
+  def cpu_kernels(self) -> bool:
+    return platform_kernels(self.kernels) == 'cpu'
+
+  def tower_convs(self, inputs: Sequence[jax.Array], kernel: jax.Array, stride: int,
+                  padding: int) -> tuple[jax.Array, ...]:
+    """Tower t's convolution of inputs[t] with kernel[t] (NHWC x [T, kh, kw, cin, cout]).
+
+    A single input is shared by every tower (the image, or conv3's gathered input).
+    """
+    stored = kernel.shape[0]
+    if len(inputs) == 1 and stored > 1 and stride > 1 and self.cpu_kernels:
+      # conv1: one convolution with the towers' kernels side by side reads the image once
+      # (measured faster on CPU; for conv3's shared stride-1 input it measured slower).
+      merged = jnp.concatenate(list(kernel), axis=-1)
+      return tuple(jnp.split(self.conv(inputs[0], merged, stride, padding), stored, axis=-1))
+    inputs = inputs * stored if len(inputs) != stored else inputs
+    return tuple(self.conv(x, kernel[t], stride, padding) for t, x in enumerate(inputs))
+
+  def conv(self, x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    if self.cpu_kernels:
+      return ops.conv(x.astype(kernel.dtype), kernel, stride, padding)
+    return ops.reference_conv(x.astype(kernel.dtype), kernel, stride, padding)
+
+  def lrn(self, x: jax.Array, k: float, n: int, alpha: float, beta: float) -> jax.Array:
+    if self.cpu_kernels:
+      return ops.fused_lrn(x, k, n, alpha, beta)
+    return ops.reference_lrn(x, k=k, n=n, alpha=alpha, beta=beta)
+
+  def max_pool(self, x: jax.Array, window: int, stride: int) -> jax.Array:
+    if self.cpu_kernels:
+      return ops.max_pool(x, window, stride)
+    return ops.reference_max_pool(x, window, stride)
+
+
 STRATEGIES = ('towers', 'hybrid', 'data')
-# Layers whose parameters are stacked on a leading tower axis (fc8's bias is not).
-TOWER_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
-FC_LAYERS = ('fc6', 'fc7', 'fc8')
 
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:
@@ -74,30 +189,32 @@ def strategy_of(mesh_config: ml_collections.ConfigDict) -> str:
   return mesh_config.get('strategy', 'towers')
 
 
-def split_layers(mesh: Mesh, strategy: str) -> tuple[str, ...]:
-  """The layers whose tower axis is split over the 'model' axis."""
+def split_layers(mesh: Mesh, strategy: str, model: nn.Module) -> frozenset[str]:
+  """The layers of `model` whose tower axis is split over the 'model' axis."""
   if mesh.shape['model'] == 1:
-    return ()
-  return FC_LAYERS if strategy == 'hybrid' else TOWER_LAYERS
+    return frozenset()
+  fc = tuple(getattr(model, 'fc_layers', ()))
+  return frozenset(fc if strategy == 'hybrid' else tuple(getattr(model, 'conv_layers', ())) + fc)
 
 
-def _leaf_spec(path: tuple[Any, ...], leaf: Any, split: tuple[str, ...]) -> P:
+def _leaf_spec(path: tuple[Any, ...], leaf: Any, split: frozenset[str]) -> P:
   """P('model') for a tower-stacked leaf of a split layer, found by its (layer, name) path end.
 
   Matching the end of the path covers the parameters and every optimizer-state copy of them
-  (e.g. the momentum trace), whatever optimizer wraps them.
+  (e.g. the momentum trace), whatever optimizer wraps them. Every array of a tower layer has the
+  tower axis first, but for the one parameter all towers share: the last layer's 1-D bias (the
+  TowerSumDense of fc8).
   """
   names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
-  if len(names) >= 2 and getattr(leaf, 'ndim', 0) >= 1:
-    layer, name = names[-2], names[-1]
-    if layer in split and not (layer == 'fc8' and name == 'bias'):
-      return P('model')
+  if len(names) >= 2 and getattr(leaf, 'ndim', 0) >= 2 and names[-2] in split:
+    return P('model')
   return P()
 
 
-def state_shardings(mesh: Mesh, abstract_state: Any, strategy: str = 'towers') -> Any:
+def state_shardings(mesh: Mesh, abstract_state: Any, model: nn.Module,
+                    strategy: str = 'towers') -> Any:
   """Shardings of the train state: split layers on their model shard, the rest replicated."""
-  split = split_layers(mesh, strategy)
+  split = split_layers(mesh, strategy, model)
   return jax.tree_util.tree_map_with_path(
       lambda path, leaf: NamedSharding(mesh, _leaf_spec(path, leaf, split)), abstract_state)
 
@@ -156,12 +273,13 @@ class DistributedModel:
 
   def apply(self, variables: dict[str, Any], images: jax.Array, *, train: bool = False,
             rngs: dict[str, jax.Array] | None = None) -> jax.Array:
-    split = split_layers(self.mesh, self.strategy)
+    split = split_layers(self.mesh, self.strategy, self.model)
     if not split:
       return self.model.apply(variables, images, train=train, rngs=rngs)
     hybrid = self.strategy == 'hybrid'
-    module = self.model.clone(tower_axis='model', split_layers=split, batch_axis='data',
-                              conv_batch_axis='model' if hybrid else None)
+    module = self.model.clone(layout=dataclasses.replace(
+        self.model.layout, tower_axis='model', split_layers=split, batch_axis='data',
+        conv_batch_axis='model' if hybrid else None))
     params = variables['params']
     param_specs = jax.tree_util.tree_map_with_path(
         lambda path, leaf: _leaf_spec(path, leaf, split), params)

@@ -34,7 +34,7 @@ from alexnet_jax.errors import UserError
 
 ACCEPT_MODEL_CHANGE = 'resume_with_changed_model'
 # config.model fields that change how the network is computed, not what it computes.
-COMPUTE_ONLY_MODEL_KEYS = ('model.dtype', 'model.fast_ops')
+COMPUTE_ONLY_MODEL_KEYS = ('model.dtype',)
 # Outside config.model: what the network is trained to map to what (the data set, its classes,
 # and how an image becomes the input: the size and the pixel normalisation).
 INPUT_MODEL_KEYS = ('dataset', 'input.classes', 'input.image_size', 'input.resize_size',

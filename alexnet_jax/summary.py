@@ -7,17 +7,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from alexnet_jax import models
-
-
-def _input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-  channels = 1 if config.dataset in ('fashion_mnist',) else 3
-  return (config.input.image_size, config.input.image_size, channels)
+from alexnet_jax import data, registry
 
 
 def parameter_table(config: ml_collections.ConfigDict) -> str:
-  model = models.create_model(config.model)
-  images = jnp.zeros((1,) + _input_shape(config), jnp.float32)
+  model = registry.create_model(config.model)
+  images = jnp.zeros((1,) + data.image_shape(config), jnp.float32)
   (logits, variables) = jax.eval_shape(
       lambda: model.init_with_output(jax.random.key(0), images, capture_intermediates=True))
   params = flax.core.unfreeze(variables['params'])

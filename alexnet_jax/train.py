@@ -25,8 +25,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from alexnet_jax import (checkpoint, config_checks, data, metrics, models, optim, parallel,
-                         preemption, resume)
+from alexnet_jax import (checkpoint, config_checks, data, metrics, optim, parallel, preemption,
+                         registry, resume)
 from alexnet_jax.errors import UserError
 from alexnet_jax.workdir import Workdir
 
@@ -265,7 +265,7 @@ def _due(step: int, every: int, last: int) -> bool:
 
 def _mesh(config: ml_collections.ConfigDict) -> tuple[jax.sharding.Mesh, str]:
   """The device mesh and parallel strategy; UserError if a batch does not divide over it."""
-  mesh = parallel.create_mesh(config.mesh, config.model.towers)
+  mesh = parallel.create_mesh(config.mesh, config.model.get('towers', 1))
   strategy = parallel.strategy_of(config.mesh)
   parallel.check_batch_size(config.batch_size, mesh, 'batch_size', strategy)
   parallel.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size', strategy)
@@ -283,16 +283,18 @@ def _training_data(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
 
 
 def _start(config: ml_collections.ConfigDict, run: Workdir, ckpt: checkpoint.Checkpointer,
-           init: Callable[[jax.Array], TrainState], tx: optax.GradientTransformation,
-           init_key: jax.Array, mesh: jax.sharding.Mesh, strategy: str,
-           epoch_size: int) -> tuple[resume.Start, TrainState]:
+           model: nn.Module, tx: optax.GradientTransformation, init_key: jax.Array,
+           mesh: jax.sharding.Mesh, strategy: str,
+           dataset: data.Dataset) -> tuple[resume.Start, TrainState]:
   """(where training starts, the shardings of the train state)."""
+  init = lambda key: create_train_state(model, tx, key, dataset.image_shape)
   abstract_state = jax.eval_shape(init, init_key)
-  shardings = parallel.state_shardings(mesh, abstract_state, strategy)
+  shardings = parallel.state_shardings(mesh, abstract_state, model, strategy)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
   fresh = lambda: jax.jit(init, out_shardings=shardings)(init_key)
-  return resume.restore(config, run, ckpt, abstract, fresh, tx.init, epoch_size), shardings
+  return (resume.restore(config, run, ckpt, abstract, fresh, tx.init, dataset.epoch_size),
+          shardings)
 
 
 def _open_records(config: ml_collections.ConfigDict, run: Workdir,
@@ -333,13 +335,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   run.check_writable()
   mesh, strategy = _mesh(config)
   dataset = _training_data(config, mesh, dataset)
-  model = models.create_model(config.model, num_classes=dataset.num_classes)
+  model = registry.create_model(config.model, dataset.num_classes,
+                                parallel.Layout(kernels=config.kernels))
   tx = optim.create_optimizer(config)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-  init = lambda key: create_train_state(model, tx, key, dataset.image_shape)
   ckpt = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
-  start, shardings = _start(config, run, ckpt, init, tx, init_key, mesh, strategy,
-                            dataset.epoch_size)
+  start, shardings = _start(config, run, ckpt, model, tx, init_key, mesh, strategy, dataset)
   state, position, plateau = start.state, start.position, start.plateau
   length = optim.TrainingLength.from_config(config, dataset.epoch_size, start.step_batch_size)
   total_steps = position.step + length.steps_left(position.examples, config.batch_size)

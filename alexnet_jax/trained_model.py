@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import tensorflow_datasets as tfds
 
-from alexnet_jax import checkpoint, models
+from alexnet_jax import checkpoint, data, registry
 from alexnet_jax.errors import UserError
 from alexnet_jax.workdir import Workdir
 
@@ -43,14 +43,9 @@ def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(names[c] for c in classes) if classes else tuple(names)
 
 
-def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-  channels = _builder_info(config).features['image'].shape[-1]
-  return (config.input.image_size, config.input.image_size, channels)
-
-
 def _builder_info(config: ml_collections.ConfigDict) -> tfds.core.DatasetInfo:
   # The metadata ships with TFDS: no prepared data is needed to read it.
-  return tfds.builder(config.dataset, data_dir=config.get('data_dir')).info
+  return tfds.builder(data.entry(config).tfds_name, data_dir=config.get('data_dir')).info
 
 
 def abstract_params(model: nn.Module, shape: tuple[int, int, int]) -> Any:
@@ -80,7 +75,7 @@ def load(workdir: str | None = None, checkpoint_path: str | None = None) -> Trai
     step = checkpoint.latest_step(checkpoint_dir)
   config = load_config(workdir, step)
   names = class_names(config)
-  model = models.create_model(config.model, num_classes=len(names))
-  shape = image_shape(config)
+  model = registry.create_model(config.model, len(names))
+  shape = data.image_shape(config)
   params = checkpoint.restore_params(checkpoint_dir, abstract_params(model, shape), step)
   return TrainedModel(config, model, params, names, shape, step)

@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_classes = 10
   config.model.conv_features = (48, 128, 192, 192, 128)  # Half the paper's widths.
   config.model.fc_features = (1024, 1024)  # A quarter: 10 classes need far fewer.
-  config.model.init = 'he'  # The paper's N(0, 0.01) stalls for a long time (see PAPER.md).
+  # The paper's N(0, 0.01) stalls for a long time (docs/paper.md, Training (§5)).
+  config.model.weight_init = 'he'
 
   config.input = ml_collections.ConfigDict()
   config.input.image_size = INPUT_SIZE

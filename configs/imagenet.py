@@ -4,36 +4,14 @@
         --config.manual_dir=/path/with/ILSVRC2012_tars
 
 The paper reports 40.7% top-1 / 18.2% top-5 validation error for one net after ~90 epochs
-(5-6 days on two GTX 580 GPUs); see PAPER.md. Place `ILSVRC2012_img_train.tar` and
-`ILSVRC2012_img_val.tar` in `manual_dir`; TFDS prepares them once into `data_dir`.
+(5-6 days on two GTX 580 GPUs); see docs/paper.md, Results (§6, §7). Place
+`ILSVRC2012_img_train.tar` and `ILSVRC2012_img_val.tar` in `manual_dir`; TFDS prepares them once
+into `data_dir`.
 """
 
 import ml_collections
 
-
-def get_model_config() -> ml_collections.ConfigDict:
-  model = ml_collections.ConfigDict()
-  model.name = 'alexnet'
-  model.num_classes = 1000  # Overridden by the data set's class count when they differ.
-  model.conv_features = (96, 256, 384, 384, 256)  # Totals over the towers (§3.5).
-  model.fc_features = (4096, 4096)  # fc6, fc7 totals over the towers.
-  model.towers = 2  # 2: the paper's two-GPU layout; 1: a single tower of conv_features.
-  model.activation = 'relu'  # relu | tanh (§3.1, Fig. 1).
-  model.lrn = True  # Local response normalization after conv1 and conv2 (§3.3).
-  model.lrn_scope = 'per_tower'  # per_tower (cuda-convnet2, faithful) | across_towers (Caffe).
-  model.lrn_k = 2.0  # LRN constants (§3.3): k, window n, alpha, beta.
-  model.lrn_n = 5
-  model.lrn_alpha = 1e-4
-  model.lrn_beta = 0.75
-  model.lrn_alpha_divided_by_n = False  # The paper: no. PyTorch and Caffe: yes.
-  model.conv1_padding = 0  # torchvision's variant: 2 (with 224x224 inputs).
-  model.pooling = 'overlapping'  # overlapping (3/2, §3.4) | non_overlapping (2/2).
-  model.dropout_rate = 0.5  # On the outputs of fc6 and fc7 (§4.2).
-  model.dropout_placement = 'after'  # after: outputs of fc6/fc7 (paper) | before: inputs (torchvision).
-  model.init = 'paper'  # paper: N(0, 0.01), biases 1 in conv2/4/5, fc6/7 | he: fan-in scaled.
-  model.dtype = 'float32'  # Computation dtype (float32 | bfloat16); parameters stay float32.
-  model.fast_ops = True  # Hand-written LRN/pool/conv gradients (alexnet_jax/ops.py); same maths.
-  return model
+from alexnet_jax import registry
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -41,7 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = 'imagenet2012'  # TFDS builder name.
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir (None: default).
   config.manual_dir = ml_collections.config_dict.placeholder(str)  # Holds the ILSVRC2012 tars.
-  config.model = get_model_config()
+  # Every field of alexnet_jax.models.AlexNet, whose defaults are the paper (commented there):
+  # conv/fc widths, towers, ReLU, LRN constants, overlapping pools, dropout 0.5, §5's init.
+  config.model = registry.model_config('alexnet')
+  config.kernels = 'auto'  # auto: per platform | cpu: ops.py + oneDNN | xla: plain lax ops.
 
   config.input = ml_collections.ConfigDict()
   config.input.image_size = 227  # Side of the square the network sees (the paper's "224").

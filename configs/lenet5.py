@@ -7,13 +7,13 @@ Same data, optimizer and runner as configs/default.py; only the model and the in
 
 import ml_collections
 
+from alexnet_jax import registry
 from configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.model.name = 'lenet5'
-  config.model.lenet_activation = 'tanh'  # tanh (LeCun et al. 1998) | relu.
+  config.model = registry.model_config('lenet5')  # tanh, as LeCun et al. (1998).
   config.input.image_size = 32  # LeNet-5's input: the 28x28 images resized to 32x32.
   config.input.random_flip = False  # LeNet-5 trained without augmentation.
   return config

@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import metrics, models, optim, train, trained_model  # noqa: E402
+from alexnet_jax import data, metrics, optim, registry, train, trained_model  # noqa: E402
 
 BATCH, REPEATS, TRAIN_EXAMPLES = 128, 15, 60_000
 
@@ -28,8 +28,8 @@ def main(workdirs: list[str]) -> None:
   rows, steps = [], []
   for workdir in workdirs:
     config = trained_model.load_config(workdir)
-    shape = trained_model.image_shape(config)
-    model = models.create_model(config.model, len(trained_model.class_names(config)))
+    shape = data.image_shape(config)
+    model = registry.create_model(config.model, len(trained_model.class_names(config)))
     images = jnp.zeros((1,) + shape)
     params = model.init(jax.random.key(0), images)['params']
     count = sum(math.prod(p.shape) for p in jax.tree.leaves(params))

@@ -20,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from alexnet_jax import models, optim, train  # noqa: E402
+from alexnet_jax import optim, parallel, registry, train  # noqa: E402
 from experiments import sweep as sweep_runner  # noqa: E402
 from experiments import sweeps  # noqa: E402
 
@@ -34,7 +34,7 @@ _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', 10000, 'Evaluation split 
 def _timed_steps(config):
   """(train_step_fn, eval_step_fn) on random data of the config's shapes, compiled."""
   size = config.input.image_size
-  model = models.create_model(config.model, num_classes=10)
+  model = registry.create_model(config.model, 10, parallel.Layout(kernels=config.kernels))
   tx = optim.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (size, size, 1))
   batch = {'image': jax.random.normal(jax.random.key(1), (config.batch_size, size, size, 1)),
@@ -66,7 +66,7 @@ def main(argv):
   base = sweep_runner.budgeted_base(sweep, flags.FLAGS.base_config, 'base_config', quick=False)
   seeds = flags.FLAGS.seeds or sweep.default_seeds
   variants = sweeps.unique_variants(sweep, base.dataset)
-  configs = {name: sweeps.apply_overrides(base, sweeps.resolve(overrides, base))
+  configs = {name: registry.apply_overrides(base, sweeps.resolve(overrides, base))
              for name, overrides in variants.items()}
   fns = {name: _timed_steps(config) for name, config in configs.items()}
   train_times = {name: [] for name in configs}

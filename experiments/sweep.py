@@ -27,6 +27,7 @@ import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from alexnet_jax import registry  # noqa: E402
 from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from experiments import report, sweeps  # noqa: E402
 
@@ -53,9 +54,9 @@ def budgeted_base(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, flag_nam
   budget = sweeps.QUICK_BUDGET if quick else sweep.budgets.get(base.dataset, {})
   if not budget:
     return base
-  budgeted = sweeps.apply_overrides(base, budget)
+  budgeted = registry.apply_overrides(base, budget)
   command_line = config_flags.get_override_values(FLAGS[flag_name])
-  return sweeps.apply_overrides(budgeted, _flatten(command_line))
+  return registry.apply_overrides(budgeted, _flatten(command_line))
 
 
 def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -163,9 +164,9 @@ def plan(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, seeds: int,
     variants = {name: overrides for name, overrides in variants.items() if name in only}
   runs = []
   for name, overrides in variants.items():
-    config = sweeps.apply_overrides(base, sweeps.resolve(overrides, base))
+    config = registry.apply_overrides(base, sweeps.resolve(overrides, base))
     for seed_index in range(seeds):
-      runs.append((name, seed_index, sweeps.apply_overrides(config,
+      runs.append((name, seed_index, registry.apply_overrides(config,
                                                             {'seed': base.seed + seed_index})))
   return runs
 

@@ -7,7 +7,6 @@ shared. `experiments/sweep.py` runs the variants and writes the tables and figur
 """
 
 import dataclasses
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +46,6 @@ class Sweep:
 QUICK_BUDGET: Overrides = {
     'model.conv_features': (8, 16, 24, 24, 16),
     'model.fc_features': (32, 32),
-    'model.small_cnn_features': (4, 4, 8),
     'input.image_size': 67,
     'batch_size': 16,
     'eval_batch_size': 16,
@@ -60,7 +58,7 @@ QUICK_BUDGET: Overrides = {
 
 
 def one_tower_conv_features(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-  """§6.1's one-GPU net: half the kernels in conv1-4; conv5 (and the FC layers) keep the two-tower
+  """§3.2's one-GPU net: half the kernels in conv1-4; conv5 (and the FC layers) keep the two-tower
   widths, so that both nets have about the same number of parameters."""
   *first_four, conv5 = config.model.conv_features
   return tuple(width // 2 for width in first_four) + (conv5,)
@@ -83,7 +81,7 @@ ABLATIONS = Sweep(
         Ablation('pooling', 'Overlapping 3/2 vs non-overlapping 2/2 max-pooling (§3.4)',
                  {PAPER: {}, 'non_overlapping_pool': {'model.pooling': 'non_overlapping'}},
                  'overlapping pools lower error by 0.4% top-1, 0.3% top-5'),
-        Ablation('towers', 'Two towers vs one tower of half the conv kernels (§6.1)',
+        Ablation('towers', 'Two towers vs one tower of half the conv kernels (§3.2)',
                  {PAPER: {}, 'one_tower': {'model.towers': 1,
                                            'model.conv_features': one_tower_conv_features}},
                  'two towers lower error by 1.7% top-1, 1.2% top-5'),
@@ -138,20 +136,6 @@ SWEEPS: dict[str, Sweep] = {sweep.name: sweep for sweep in (ABLATIONS, FIG1)}
 def resolve(overrides: Overrides, base: ml_collections.ConfigDict) -> dict[str, Any]:
   """Overrides with every function of the base config replaced by its value."""
   return {key: value(base) if callable(value) else value for key, value in overrides.items()}
-
-
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A copy of `config` with each 'dotted.key' set (new keys allowed: e.g. small_cnn widths)."""
-  config = copy.deepcopy(config)
-  config.unlock()
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    target = config
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
 
 
 def unique_variants(sweep: Sweep, dataset: str) -> dict[str, Overrides]:

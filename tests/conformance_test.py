@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint, conformance, models, train
+from alexnet_jax import checkpoint, conformance, registry, train
 from alexnet_jax.errors import UserError
 from configs import default, imagenet, torchvision
 
-# Multiply-adds per image, by hand from PAPER.md's layer table (227x227 input):
+# Multiply-adds per image (227x227 input), by hand from the layer table in docs/paper.md,
+# Architecture (§3.5, Fig. 2):
 # output positions x kernels x (kernel area x input channels each kernel sees).
 PAPER_MACS = {
     'conv1': 55 * 55 * 96 * (11 * 11 * 3),  # 105,415,200
@@ -115,7 +116,7 @@ def test_one_tower_differs_in_towers_and_counts():
       | {(f'conv{i}', 'multiply-adds') for i in (2, 4, 5)}
       | {('total', 'parameters'), ('total', 'multiply-adds per image')})
   assert _row(rows, 'conv2', 'kernels see').measured == 'all 96 channels'
-  # PAPER.md: the same channels without groups.
+  # docs/paper.md, Counts: the same channels without groups.
   assert _row(rows, 'total', 'parameters').measured == f'{62_378_344:,}'
   assert _row(rows, 'total', 'multiply-adds per image').measured == f'{1_135_256_096:,}'
 
@@ -137,7 +138,7 @@ def test_torchvision_variant():
 
 def test_reports_a_checkpoints_params(tmp_path):
   config = default.get_config()
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 99, 99, 1)))['params']
   rng = np.random.default_rng(3)  # Stand-in trained weights; no init compile needed.
   params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), abstract)

@@ -5,11 +5,22 @@ import os
 # Several CPU devices for the sharding tests; must be set before JAX initialises its backend.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One persistent compilation cache for the session and every process it starts (they inherit the
+# environment): the tests compile the same tiny models many times, each subprocess from scratch.
+# Git-ignored; a fresh clone starts empty. JAX_ENABLE_COMPILATION_CACHE=false turns it off.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   '.jax_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
+# Before TensorFlow and JAX start threads, so the malloc settings cover them (allocator.py).
+import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
+from alexnet_jax import registry  # noqa: E402
 from configs import default  # noqa: E402
 
 tf.config.set_visible_devices([], 'GPU')
@@ -30,13 +41,7 @@ def tiny_config(**overrides):
   config.num_eval_steps = 2
   config.lr_schedule = 'constant'
   config.mesh.data = -1  # All (8 forced CPU) devices: the batch is split over them.
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return registry.apply_overrides(config, overrides)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_jax import convert, models, trained_model
+from alexnet_jax import convert, registry, trained_model
 from alexnet_jax.errors import UserError
 from configs import bvlc_alexnet, torchvision
 
@@ -93,7 +93,7 @@ def test_torchvision_layout_gives_torchs_outputs():
   params = convert.convert(convert.torchvision_weights(_numpy_state(reference)), towers=1)
   config = convert.model_config_for(params, torchvision.get_config())
   assert tuple(config.model.conv_features) == CONV and config.model.num_classes == CLASSES
-  got, expected = _outputs(reference, models.create_model(config.model), params, 224, 1.0)
+  got, expected = _outputs(reference, registry.create_model(config.model), params, 224, 1.0)
   assert np.abs(expected).max() > 1e-3  # A forward pass that did not vanish.
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
@@ -106,18 +106,19 @@ def test_caffe_two_group_layout_gives_torchs_outputs():
   config = convert.model_config_for(params, bvlc_alexnet.get_config())
   assert params['conv2']['kernel'].shape == (2, 5, 5, 4, 8)  # Each group is one tower.
   # Pixel-scale inputs (Caffe's 0-255 means) make the LRN constants matter.
-  got, expected = _outputs(reference, models.create_model(config.model), params, 227, 50.0)
+  got, expected = _outputs(reference, registry.create_model(config.model), params, 227, 50.0)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
   # The test can tell the LRN conventions apart: the paper's (alpha not divided by n) differs.
   config.model.lrn_alpha_divided_by_n = False
-  paper_lrn, _ = _outputs(reference, models.create_model(config.model), params, 227, 50.0)
+  paper_lrn, _ = _outputs(reference, registry.create_model(config.model), params, 227, 50.0)
   assert np.abs(paper_lrn - expected).max() > 100 * np.abs(got - expected).max()
 
 
 def test_torchvision_config_has_torchvisions_parameter_count():
-  model = models.create_model(torchvision.get_config().model)
+  model = registry.create_model(torchvision.get_config().model)
   shapes = trained_model.abstract_params(model, (224, 224, 3))
-  assert sum(math.prod(p.shape) for p in jax.tree.leaves(shapes)) == 61_100_840  # PAPER.md.
+  # docs/paper.md, Counts.
+  assert sum(math.prod(p.shape) for p in jax.tree.leaves(shapes)) == 61_100_840
 
 
 def test_written_workdir_loads_back(tmp_path):

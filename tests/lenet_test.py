@@ -6,14 +6,14 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from alexnet_jax import config_checks, metrics, models
+from alexnet_jax import config_checks, metrics, registry
 from alexnet_jax.errors import UserError
 from configs import lenet5
 from tests.trained_helpers import train_tiny
 
 
 def test_parameter_count_matches_hand_arithmetic():
-  model = models.create_model(lenet5.get_config().model, num_classes=10)
+  model = registry.create_model(lenet5.get_config().model, num_classes=10)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1))))
   count = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
   # conv 5x5: 1->6, 6->16 (all C3 connections); dense 16*5*5->120->84->10, each with biases.
@@ -27,12 +27,12 @@ def test_config_is_valid_and_other_sizes_are_rejected():
   config = lenet5.get_config()
   config_checks.validate(config)
   config.input.image_size = 28
-  with pytest.raises(UserError, match='32x32'):
+  with pytest.raises(UserError, match='at least 32'):
     config_checks.validate(config)
 
 
 def test_trains_with_the_same_runner(tmp_path):
-  workdir = train_tiny(str(tmp_path), **{'model.name': 'lenet5', 'model.lenet_activation': 'tanh',
+  workdir = train_tiny(str(tmp_path), **{'model.name': 'lenet5', 'model.activation': 'tanh',
                                          'input.image_size': 32})
   rows = metrics.read_jsonl(f'{workdir}/metrics.jsonl')
   assert [r['step'] for r in rows if 'eval/top1_error' in r] == [2]

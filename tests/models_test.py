@@ -24,8 +24,8 @@ def test_paper_parameter_count():
 
 
 def test_ungrouped_and_torchvision_parameter_counts():
-  # PAPER.md: the same channels without groups would be 62,378,344, which the two-tower layout
-  # cannot express; torchvision's single-tower variant has 61,100,840 parameters.
+  # docs/paper.md, Counts: the same channels without groups would be 62,378,344, which the
+  # two-tower layout cannot express; torchvision's single-tower variant has 61,100,840 parameters.
   model = models.AlexNet(towers=1, conv_features=(64, 192, 384, 256, 256), conv1_padding=2)
   params = jax.eval_shape(lambda: _init(model, 224))
   assert sum(math.prod(p.shape) for p in jax.tree.leaves(params)) == 61_100_840
@@ -108,7 +108,7 @@ def reference_forward(params, x, *, towers=2, activation='relu', lrn=True,
 
 
 SMALL = dict(num_classes=7, conv_features=(8, 16, 24, 24, 16), fc_features=(32, 32),
-             init_scheme='he')
+             weight_init='he')
 SWITCHES = [
     {},
     {'activation': 'tanh'},
@@ -157,7 +157,7 @@ def test_two_towers_see_each_other_only_at_conv3_and_fc():
 
 
 def test_paper_init():
-  params = _init(models.AlexNet(init_scheme='paper'))
+  params = _init(models.AlexNet(weight_init='paper'))
   for name in ('conv1', 'conv3', 'fc6'):
     assert abs(float(jnp.std(params[name]['kernel'])) - 0.01) < 5e-4
   for name, bias in [('conv1', 0), ('conv2', 1), ('conv3', 0), ('conv4', 1), ('conv5', 1),
@@ -166,7 +166,7 @@ def test_paper_init():
 
 
 def test_he_init_scales_with_fan_in():
-  params = _init(models.AlexNet(init_scheme='he'))
+  params = _init(models.AlexNet(weight_init='he'))
   for name, fan_in in [('conv1', 11 * 11 * 3), ('conv2', 5 * 5 * 48), ('fc7', 4096)]:
     std = float(jnp.std(params[name]['kernel']))
     assert abs(std - math.sqrt(2 / fan_in)) < 0.05 * math.sqrt(2 / fan_in)

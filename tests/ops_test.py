@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import models, onednn, ops
+from alexnet_jax import onednn, ops, parallel, registry
 from configs import default
 
 jax.config.update('jax_default_matmul_precision', 'highest')
@@ -111,9 +111,8 @@ def test_model_loss_gradients_agree_fast_vs_straightforward(conv_backend):
   config.num_classes = 5
   images = jax.random.normal(jax.random.key(0), (2, 67, 67, 3))
   labels = jnp.array([1, 3])
-  fast_model = models.create_model(config)
-  config.fast_ops = False
-  reference_model = models.create_model(config)
+  fast_model = registry.create_model(config, layout=parallel.Layout(kernels='cpu'))
+  reference_model = registry.create_model(config, layout=parallel.Layout(kernels='xla'))
   params = jax.jit(reference_model.init)(jax.random.key(1), images)['params']
 
   def loss(model):
@@ -150,3 +149,46 @@ def test_bfloat16_conv_matches_float32_on_the_same_inputs(kernel_size, stride, p
                                       padding), rtol=1e-2)
   for a, b in zip(fast[1], ref[1]):
     _assert_close(a, b, rtol=2e-2)
+
+
+def _primitives(jaxpr) -> set[str]:
+  """Names of every primitive in `jaxpr`, nested jaxprs (custom_vjp, pjit, ...) included."""
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else (param,):
+        inner = getattr(sub, 'jaxpr', sub)
+        if hasattr(inner, 'eqns'):
+          names |= _primitives(inner)
+  return names
+
+
+@pytest.mark.parametrize('setting,platform,expected', [
+    ('auto', 'cpu', 'cpu'), ('auto', 'gpu', 'xla'), ('auto', 'tpu', 'xla'), ('auto', 'cuda', 'xla'),
+    ('xla', 'cpu', 'xla'), ('cpu', 'gpu', 'cpu')])
+def test_the_platform_decides_the_kernels_and_the_config_overrides(setting, platform, expected):
+  assert parallel.platform_kernels(setting, platform) == expected
+
+
+@pytest.mark.parametrize('platform', ['cpu', 'gpu'])
+def test_each_platform_traces_its_own_kernels(platform, conv_backend):
+  """On 'cpu' the training gradient runs ops.py's custom gradients (and oneDNN's calls where it is
+  built); on an accelerator, plain lax ops only: XLA's own convolutions, reduce_window pools."""
+  config = default.get_config().model
+  config.conv_features, config.fc_features = (8, 8, 8, 8, 8), (16, 16)
+  layout = parallel.Layout(kernels=parallel.platform_kernels('auto', platform))
+  model = registry.create_model(config, layout=layout)
+  images = jnp.zeros((2, 67, 67, 3))
+  params = jax.eval_shape(model.init, jax.random.key(0), images)['params']
+  loss = lambda p: jnp.sum(model.apply({'params': p}, images, train=True,
+                                       rngs={'dropout': jax.random.key(1)}))
+  names = _primitives(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+  custom = {n for n in names if n.startswith('custom_vjp')}
+  if platform == 'cpu':
+    assert custom, names
+    assert ('ffi_call' in names) == onednn.available()
+    assert 'select_and_scatter_add' not in names  # max-pool's gradient is ops.py's.
+  else:
+    assert not custom and 'ffi_call' not in names, names
+    assert 'conv_general_dilated' in names and 'select_and_scatter_add' in names

@@ -17,7 +17,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import communication, metrics, models, optim, parallel, train
+from alexnet_jax import communication, metrics, optim, parallel, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -47,7 +47,7 @@ def _loss_and_grads(model, mesh, strategy, params, batch):
     sums = metrics.classification_sums(logits, batch['label'])
     return sums['loss'] / sums['count'], logits
 
-  shardings = parallel.state_shardings(mesh, jax.eval_shape(lambda: params), strategy)
+  shardings = parallel.state_shardings(mesh, jax.eval_shape(lambda: params), model, strategy)
   fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True),
                in_shardings=(shardings, parallel.batch_sharding(mesh)))
   (loss, logits), grads = fn(params, batch)
@@ -60,7 +60,7 @@ def _loss_and_grads(model, mesh, strategy, params, batch):
 ])
 def test_forward_and_gradients_agree_across_meshes(model_overrides):
   config = tiny_config(**{f'model.{k}': v for k, v in model_overrides.items()})
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   batch = _batch()
   params = model.init(jax.random.key(0), batch['image'][:1])['params']
   ref_loss, ref_logits, ref_grads = _loss_and_grads(model, _mesh(1, 1, 'towers'), 'towers',
@@ -82,7 +82,7 @@ def test_forward_and_gradients_agree_across_meshes(model_overrides):
 def trained():
   """Three SGD steps (dropout on) on each of TRAIN_LAYOUTS: losses, state and compiled HLO."""
   config = tiny_config()
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   tx = optim.create_optimizer(config)
   init = lambda key: train.create_train_state(model, tx, key, IMAGE_SHAPE)
   batches = [_batch(16, seed) for seed in range(3)]
@@ -90,7 +90,7 @@ def trained():
   for data, model_axis, strategy in TRAIN_LAYOUTS:
     mesh = _mesh(data, model_axis, strategy)
     abstract = jax.eval_shape(init, jax.random.key(0))
-    shardings = parallel.state_shardings(mesh, abstract, strategy)
+    shardings = parallel.state_shardings(mesh, abstract, model, strategy)
     state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
     step, _ = train.create_step_fns(model, tx, mesh, strategy, shardings)
     args = (np.float32(0.01), jax.random.key(3))

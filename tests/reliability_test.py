@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import checkpoint, data, metrics, models, optim, train
+from alexnet_jax import checkpoint, data, metrics, optim, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -348,7 +348,7 @@ def test_repeated_or_final_save_failures_stop_with_the_last_good_checkpoint(tmp_
 
 def test_a_non_finite_step_changes_nothing_and_is_flagged():
   config = tiny_config()
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   tx = optim.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
   step = jax.jit(lambda s, b: train.train_step(s, b, jnp.float32(0.01), jax.random.key(1),
@@ -455,14 +455,14 @@ CONFIG_ERRORS = [
     ({'model.activation': 'gelu'},
      "config.model.activation='gelu' is unknown; expected one of relu, tanh"),
     ({'optimizer': 'adam'}, "config.optimizer='adam' is unknown; expected one of paper_sgd"),
-    ({'dataset': 'cifar10'}, "config.dataset='cifar10' is unknown; expected one of fashion_mnist"),
+    ({'dataset': 'mnist'}, "config.dataset='mnist' is unknown; expected one of fashion_mnist"),
     ({'mesh.data': 3}, 'config.mesh (data=3, model=1) does not fit the 8 devices; choose sizes '
                        'whose product is 8'),
     ({'mesh.model': 0}, 'config.mesh.model=0 must be a positive device count, or -1 to fill'),
     ({'batch_size': 12}, 'config.batch_size=12 is not divisible by the 8 devices the batch is '
                          'split over'),
-    ({'input.image_size': 32}, 'config.input.image_size=32 is too small for AlexNet with '
-                               'overlapping pooling; use at least 67'),
+    ({'input.image_size': 32}, 'config.input.image_size=32 is too small for the alexnet model as '
+                               'configured; use at least 67'),
     ({'momentum': 1.0}, 'config.momentum=1.0 must be in [0, 1)'),
     ({'weight_decay': -5e-4}, 'config.weight_decay=-0.0005 must be >= 0'),
     ({'lr_schedule': 'linear'}, "config.lr_schedule='linear' is unknown; expected one of plateau"),

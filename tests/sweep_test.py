@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alexnet_jax import config_checks, train
+from alexnet_jax import config_checks, registry, train
 from alexnet_jax.errors import UserError
 from configs import default, imagenet
 from experiments import report, sweep, sweeps
@@ -183,7 +183,7 @@ def test_one_tower_halves_conv1_to_4_and_keeps_conv5():
   config = imagenet.get_config()
   overrides = sweeps.resolve(sweeps.ABLATIONS.ablations[4].variants['one_tower'], config)
   assert overrides == {'model.towers': 1, 'model.conv_features': (48, 128, 192, 192, 256)}
-  changed = sweeps.apply_overrides(config, overrides)
+  changed = registry.apply_overrides(config, overrides)
   assert config.model.towers == 2 and changed.model.towers == 1  # The base is not modified.
 
 
@@ -193,7 +193,7 @@ def test_one_tower_halves_conv1_to_4_and_keeps_conv5():
 def test_every_sweep_plans_valid_configs(name, quick, base):
   the_sweep = sweeps.SWEEPS[name]
   budget = sweeps.QUICK_BUDGET if quick else the_sweep.budgets.get(base.get_config().dataset, {})
-  config = sweeps.apply_overrides(base.get_config(), budget)
+  config = registry.apply_overrides(base.get_config(), budget)
   runs = sweep.plan(the_sweep, config, seeds=2)
   variants = {variant for variant, _, _ in runs}
   assert variants == set(sweeps.unique_variants(the_sweep, config.dataset))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import data, metrics, models, optim, parallel, preemption, train
+from alexnet_jax import data, metrics, optim, parallel, preemption, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -125,7 +125,7 @@ def test_top_k_errors_against_hand_checked_case():
 
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch():
   config = tiny_config()
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   tx = optim.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
   batch = {'image': jax.random.normal(jax.random.key(1), (8, 67, 67, 1)),

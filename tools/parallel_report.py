@@ -24,7 +24,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from alexnet_jax import communication, models, optim, parallel, train  # noqa: E402
+from alexnet_jax import communication, models, optim, parallel, registry, train  # noqa: E402
+from alexnet_jax.data import image_shape  # noqa: E402
 from configs import default, imagenet  # noqa: E402
 
 _STEPS = flags.DEFINE_integer('steps', 9, 'Timed rounds (after one warm-up round).')
@@ -40,15 +41,14 @@ def _compiled_step(config, layout):
   data, model_axis, strategy = layout
   config.mesh.data, config.mesh.model, config.mesh.strategy = data, model_axis, strategy
   mesh = parallel.create_mesh(config.mesh, config.model.towers, jax.devices()[:data * model_axis])
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model, layout=parallel.Layout(kernels=config.kernels))
   tx = optim.create_optimizer(config)
-  size = config.input.image_size
-  channels = 3 if config.dataset == 'imagenet2012' else 1
-  init = lambda key: train.create_train_state(model, tx, key, (size, size, channels))
+  shape = image_shape(config)
+  init = lambda key: train.create_train_state(model, tx, key, shape)
   abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = parallel.state_shardings(mesh, abstract, strategy)
+  shardings = parallel.state_shardings(mesh, abstract, model, strategy)
   step, _ = train.create_step_fns(model, tx, mesh, strategy, shardings)
-  batch = {'image': jax.ShapeDtypeStruct((config.batch_size, size, size, channels), jnp.float32),
+  batch = {'image': jax.ShapeDtypeStruct((config.batch_size,) + shape, jnp.float32),
            'label': jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)}
   compiled = step.lower(abstract, batch, np.float32(0.01), jax.random.key(1)).compile()
   return compiled, mesh, init, shardings
@@ -56,7 +56,7 @@ def _compiled_step(config, layout):
 
 def _paper_bytes(config) -> tuple[float, float]:
   """(forward, backward) operand bytes per GPU at the paper's points, from the layer shapes."""
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model)
   size = config.input.image_size
   _, variables = jax.eval_shape(lambda: model.init_with_output(
       jax.random.key(0), jnp.zeros((config.batch_size, size, size, 3)),

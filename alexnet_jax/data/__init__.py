@@ -52,6 +52,23 @@ class Position:
     return cls(step, step * batch_size, epoch, (index + 1) * batch_size)
 
 
+def shuffled_epochs(num_examples: int, global_batch: int, seed: int,
+                    start: Position) -> Iterator[tuple[np.ndarray, int]]:
+  """(example indices, step) of each global batch from `start` on, for a split held in memory.
+
+  Epoch e's order is the permutation of the examples seeded by (seed, e); batches follow
+  `Position.batch_start`, so they depend on the position, not on the batch sizes that led there.
+  """
+  position, permutation, permutation_epoch = start, None, -1
+  while True:
+    epoch, offset = position.batch_start(global_batch, num_examples)
+    if epoch != permutation_epoch:
+      permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
+      permutation_epoch = epoch
+    yield permutation[offset:offset + global_batch], position.step
+    position = position.after_batch(global_batch, num_examples)
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   num_classes: int
@@ -78,7 +95,48 @@ class Dataset:
     return self.train_epoch_size or self.num_train_examples
 
 
-DATASETS = ('fashion_mnist', 'imagenet2012')
+@dataclasses.dataclass(frozen=True)
+class DatasetEntry:
+  """What the rest of the code needs to know of a data set without preparing it."""
+  tfds_name: str  # The TFDS builder (its metadata holds the class names).
+  channels: int  # Of the images the model sees.
+  create: Callable[..., Dataset]  # (config, process_index, process_count) -> Dataset.
+
+
+# The pipelines import TensorFlow: each is imported only when its data set is used.
+def _fashion_mnist(*args) -> Dataset:
+  from alexnet_jax.data import fashion_mnist
+  return fashion_mnist.create_dataset(*args)
+
+
+def _cifar10(*args) -> Dataset:
+  from alexnet_jax.data import cifar10
+  return cifar10.create_dataset(*args)
+
+
+def _imagenet(*args) -> Dataset:
+  from alexnet_jax.data import imagenet
+  return imagenet.create_dataset(*args)
+
+
+DATASETS = {
+    'fashion_mnist': DatasetEntry('fashion_mnist', 1, _fashion_mnist),
+    'cifar10': DatasetEntry('cifar10', 3, _cifar10),
+    'imagenet2012': DatasetEntry('imagenet2012', 3, _imagenet),
+}
+
+
+def entry(config: ml_collections.ConfigDict) -> DatasetEntry:
+  if config.dataset not in DATASETS:
+    raise UserError(f'config.dataset={config.dataset!r} is unknown; expected one of '
+                    f'{", ".join(DATASETS)}.')
+  return DATASETS[config.dataset]
+
+
+def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """(H, W, C) of the images the model of `config` takes: the one place this is derived."""
+  size = config.input.image_size
+  return (size, size, entry(config).channels)
 
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int = 0,
@@ -87,14 +145,4 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int = 0,
   if config.batch_size % process_count:
     raise UserError(f'batch_size={config.batch_size} is not divisible by the number of processes '
                     f'({process_count}); set --config.batch_size to a multiple of it.')
-  if config.dataset == 'fashion_mnist':
-    from alexnet_jax.data import fashion_mnist
-    return fashion_mnist.create_dataset(config, process_index, process_count)
-  if config.dataset == 'imagenet2012':
-    try:
-      from alexnet_jax.data import imagenet
-    except ImportError as e:
-      raise UserError('the imagenet2012 input pipeline is not available in this version '
-                      f'({e}); use --config=configs/default.py.') from e
-    return imagenet.create_dataset(config, process_index, process_count)
-  raise UserError(f'config.dataset={config.dataset!r} is unknown; expected one of {DATASETS}.')
+  return entry(config).create(config, process_index, process_count)

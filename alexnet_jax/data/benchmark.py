@@ -51,10 +51,10 @@ def model_images_per_second(batch_size: int, steps: int) -> float:
   import jax.numpy as jnp
   import optax
 
-  from alexnet_jax import models
+  from alexnet_jax import parallel, registry
 
   config = imagenet_config.get_config()
-  model = models.create_model(config.model)
+  model = registry.create_model(config.model, layout=parallel.Layout(kernels=config.kernels))
   images = jnp.zeros((batch_size, 227, 227, 3), jnp.float32)
   labels = jnp.zeros((batch_size,), jnp.int32)
   params = model.init(jax.random.key(0), images[:1])['params']

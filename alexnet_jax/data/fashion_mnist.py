@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import Batch, Dataset, Position
+from alexnet_jax.data import Batch, Dataset, Position, shuffled_epochs
 from alexnet_jax.errors import UserError
 
 DEBIAN_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
@@ -114,15 +114,8 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     local = slice(process_index * local_batch, (process_index + 1) * local_batch)
 
     def indices():
-      position, permutation, permutation_epoch = start, None, -1
-      while True:
-        epoch, offset = position.batch_start(global_batch, len(train_images))
-        if epoch != permutation_epoch:
-          permutation = np.random.default_rng([seed, epoch]).permutation(len(train_images))
-          permutation_epoch = epoch
-        batch = permutation[offset:offset + global_batch][local]
-        yield train_images[batch], train_labels[batch], position.step
-        position = position.after_batch(global_batch, len(train_images))
+      for batch, step in shuffled_epochs(len(train_images), global_batch, seed, start):
+        yield train_images[batch[local]], train_labels[batch[local]], step
 
     def augment(images, labels, step):
       images = preprocess(images)

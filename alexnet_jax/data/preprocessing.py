@@ -7,8 +7,9 @@ augmentation is a function of (config seed, epoch, position) and resuming reprod
 
 import tensorflow as tf
 
-# "Fancy PCA" lighting constants (PAPER.md, Data) for RGB pixels in [0, 1]: the eigenvalues of the
-# ImageNet pixel covariance and the eigenvector matrix whose *columns* are the eigenvectors.
+# "Fancy PCA" lighting constants for RGB pixels in [0, 1] (fb.resnet.torch's values; see
+# docs/paper.md, Augmentation (§4.1)): the eigenvalues of the ImageNet pixel covariance and the
+# eigenvector matrix whose *columns* are the eigenvectors.
 PCA_EIGENVALUES = (0.2175, 0.0188, 0.0045)
 PCA_EIGENVECTORS = ((-0.5675, 0.7192, 0.4009),
                     (-0.5808, -0.0045, -0.8140),
@@ -85,21 +86,24 @@ def subtract_mean(image: tf.Tensor, mean: tf.Tensor) -> tf.Tensor:
   return image - mean
 
 
-def pca_lighting_shift(seed: tf.Tensor, stddev: float, pixel_range: float) -> tf.Tensor:
+def pca_lighting_shift(seed: tf.Tensor, stddev: float, pixel_range: float,
+                       eigenvalues=PCA_EIGENVALUES, eigenvectors=PCA_EIGENVECTORS) -> tf.Tensor:
   """The RGB shift [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T with a_i ~ N(0, stddev) (§4.1).
 
-  The eigenvalues are for pixels in [0, 1]; on a [0, pixel_range] scale the shift scales by
-  pixel_range. Its covariance is P diag(stddev^2 l_i^2) P^T * pixel_range^2.
+  `eigenvalues` [3] and `eigenvectors` [3, 3] (columns) are those of the RGB covariance of pixels
+  in [0, 1]: ImageNet's by default, or another data set's own (CIFAR-10 computes them from its
+  training set). On a [0, pixel_range] scale the shift scales by pixel_range. Its covariance is
+  P diag(stddev^2 l_i^2) P^T * pixel_range^2.
   """
   alpha = tf.random.stateless_normal([3], seed, stddev=stddev)
-  eigenvalues = tf.constant(PCA_EIGENVALUES) * pixel_range
-  return tf.linalg.matvec(tf.constant(PCA_EIGENVECTORS), alpha * eigenvalues)
+  scaled = tf.constant(eigenvalues, tf.float32) * pixel_range
+  return tf.linalg.matvec(tf.constant(eigenvectors, tf.float32), alpha * scaled)
 
 
-def pca_lighting(image: tf.Tensor, seed: tf.Tensor, stddev: float,
-                 pixel_range: float) -> tf.Tensor:
+def pca_lighting(image: tf.Tensor, seed: tf.Tensor, stddev: float, pixel_range: float,
+                 eigenvalues=PCA_EIGENVALUES, eigenvectors=PCA_EIGENVECTORS) -> tf.Tensor:
   """Adds the same random PCA shift to every pixel of an [H, W, 3] image."""
-  return image + pca_lighting_shift(seed, stddev, pixel_range)
+  return image + pca_lighting_shift(seed, stddev, pixel_range, eigenvalues, eigenvectors)
 
 
 def random_resized_crop(jpeg: tf.Tensor, seed: tf.Tensor, size: int,
