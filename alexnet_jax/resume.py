@@ -9,7 +9,7 @@ A resumed run's config is compared with the one in force when the checkpoint was
   `config.resume_with_changed_model` accepts the change: then parameters (and their momentum)
   whose shapes still fit are carried over and the others start fresh.
 - **Everything else** (learning rate, schedule, clipping, optimizer, momentum, weight decay,
-  frozen layers, batch size, number of steps, NaN policy, intervals, seed, mesh): the run
+  frozen layers, batch size, number of steps, NaN policy, intervals, seed, mesh, kernels): the run
   resumes. Parameters, momentum, the plateau state and the data position are carried over.
   Where the optimizer state's layout changed (clipping on or off, layers frozen or thawed,
   paper_sgd <-> optax_sgd), the state is rebuilt for the new optimizer and the momentum mapped
