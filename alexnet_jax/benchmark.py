@@ -11,6 +11,7 @@ Compare the compute paths with `--config.kernels=xla`, `--config.model.dtype=bfl
 and ALEXNET_JAX_ONEDNN=0 (XLA's own convolutions instead of oneDNN's; see alexnet_jax/onednn.py).
 """
 
+import copy
 import json
 import math
 import platform
@@ -164,6 +165,36 @@ class Benchmark:
   def time_infer(self, steps: int) -> float:
     """Median seconds per inference step."""
     return _median_step_seconds(self._run_infer, steps)
+
+
+def compile_layout_step(config: ml_collections.ConfigDict, data_axis: int, model_axis: int,
+                        strategy: str, batch_size: int | None = None
+                        ) -> tuple[Any, jax.sharding.Mesh, Callable, Any]:
+  """The trainer's train step compiled for one mesh layout of the first data x model devices.
+
+  Returns (compiled step(state, batch, learning_rate, key), mesh, init(key) -> state, state
+  shardings); `batch_size` is the global batch (default config.batch_size). Raises UserError when
+  the layout does not fit the devices or the batch does not split over them.
+  """
+  from alexnet_jax import train  # pylint: disable=import-outside-toplevel
+
+  config = copy.deepcopy(config)
+  config.mesh.data, config.mesh.model, config.mesh.strategy = data_axis, model_axis, strategy
+  batch_size = batch_size or config.batch_size
+  mesh = parallel.create_mesh(config.mesh, config.model.towers,
+                              jax.devices()[:data_axis * model_axis])
+  parallel.check_batch_size(batch_size, mesh, strategy=strategy)
+  model = registry.create_model(config.model, layout=parallel.Layout(kernels=config.kernels))
+  tx = train.create_optimizer(config)
+  shape = data.image_shape(config)
+  init = lambda key: train.create_train_state(model, tx, key, shape)
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  shardings = parallel.state_shardings(mesh, abstract, model, strategy)
+  step, _ = train.create_step_fns(model, tx, mesh, strategy, shardings)
+  batch = {'image': jax.ShapeDtypeStruct((batch_size,) + shape, jnp.float32),
+           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  compiled = step.lower(abstract, batch, np.float32(0.01), jax.random.key(1)).compile()
+  return compiled, mesh, init, shardings
 
 
 def device_description() -> str:
