@@ -236,7 +236,8 @@ def _layout_rows(config, layouts: Sequence[tuple[int, int, str]] | None, batch_s
   labels = rng.integers(0, config.model.num_classes, batch_size, np.int32)
   flops_per_image = None
   rows = []
-  for data_axis, model_axis, strategy in layouts or local_layouts(devices, config.model.towers):
+  towers = config.model.get('towers', 1)
+  for data_axis, model_axis, strategy in layouts or local_layouts(devices, towers):
     row: dict[str, Any] = {'data': data_axis, 'model': model_axis, 'strategy': strategy,
                            'devices': data_axis * model_axis, 'batch_size': batch_size}
     try:
@@ -272,7 +273,8 @@ def _layout_rows(config, layouts: Sequence[tuple[int, int, str]] | None, batch_s
     log(f'layout {data_axis}x{model_axis} {strategy}: ' + (
         f'{row["images_per_sec"]:.1f} img/s' if 'error' not in row else 'FAILED'))
     rows.append(row)
-  one_device = rows[0].get('images_per_sec')
+  one_device = next((r['images_per_sec'] for r in rows if r['devices'] == 1 and
+                     'images_per_sec' in r), None)
   for row in rows:
     if one_device and 'images_per_sec' in row:
       row['vs_one_device'] = row['images_per_sec'] / one_device
@@ -528,7 +530,9 @@ def main(argv: Sequence[str]) -> None:
     if bad_dtypes:
       raise UserError(f'--dtypes has {", ".join(bad_dtypes)}; choose float32 and/or bfloat16.')
     if _WORKER_OUT.value:
-      log = lambda line: print(f'[accelerator_check] {line}', file=sys.stderr, flush=True)
+      started = time.perf_counter()
+      log = lambda line: print(f'[accelerator_check {time.perf_counter() - started:6.1f} s] {line}',
+                               file=sys.stderr, flush=True)
       run_worker(_CONFIG.value, options, log, functools.partial(_write_json, _WORKER_OUT.value))
       return
     report = run_check(sys.argv[1:], options)  # The worker gets the same flags.

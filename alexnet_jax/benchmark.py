@@ -181,7 +181,7 @@ def compile_layout_step(config: ml_collections.ConfigDict, data_axis: int, model
   config = copy.deepcopy(config)
   config.mesh.data, config.mesh.model, config.mesh.strategy = data_axis, model_axis, strategy
   batch_size = batch_size or config.batch_size
-  mesh = parallel.create_mesh(config.mesh, config.model.towers,
+  mesh = parallel.create_mesh(config.mesh, config.model.get('towers', 1),
                               jax.devices()[:data_axis * model_axis])
   parallel.check_batch_size(batch_size, mesh, strategy=strategy)
   model = registry.create_model(config.model, layout=parallel.Layout(kernels=config.kernels))

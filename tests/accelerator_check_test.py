@@ -12,9 +12,6 @@ from alexnet_jax import accelerator_check
 from alexnet_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The default config shrunk (inputs are random; the model's channel count does not matter).
-TINY = ['--config=configs/default.py', '--config.model.conv_features=(8,16,24,24,16)',
-        '--config.model.fc_features=(32,32)', '--config.input.image_size=67']
 
 
 @pytest.mark.parametrize('kind,bfloat16,float32', [
@@ -64,11 +61,13 @@ def test_layouts_are_those_the_devices_allow(devices, expected):
 
 @pytest.mark.slow
 def test_reduced_check_on_forced_cpu_devices_writes_every_field(tmp_path):
+  """LeNet-5 (compiles in seconds; AlexNet's towers are tests/parallel_test.py's), 2 devices."""
   out = tmp_path / 'report.json'
-  command = [sys.executable, '-m', 'alexnet_jax.accelerator_check', f'--out={out}', *TINY,
-             '--cpu_devices=2', '--batch_sizes=4', '--dtypes=float32', '--steps=1', '--warmup=1',
-             '--layouts=1x1:data,1x2:towers',
-             '--pytest_args=tests/accelerator_check_test.py -k mfu_is_per_device',
+  passing = tmp_path / 'passing_test.py'
+  passing.write_text('def test_passes():\n  assert True\n')
+  command = [sys.executable, '-m', 'alexnet_jax.accelerator_check', f'--out={out}',
+             '--config=configs/lenet5.py', '--cpu_devices=2', '--batch_sizes=4',
+             '--dtypes=float32', '--steps=1', '--warmup=1', f'--pytest_args={passing}',
              '--pipeline_images_per_class=16', '--pipeline_batches=1',
              f'--pipeline_workdir={tmp_path / "pipeline"}',
              '--worker_timeout=420', '--tests_timeout=120']  # Below ours: no orphans.
@@ -94,9 +93,9 @@ def test_reduced_check_on_forced_cpu_devices_writes_every_field(tmp_path):
 
   layouts = report['layouts']['rows']
   assert [(r['data'], r['model'], r['strategy']) for r in layouts] == [(1, 1, 'data'),
-                                                                      (1, 2, 'towers')]
+                                                                      (2, 1, 'data')]
   assert layouts[0]['bytes_per_device'] == 0 and layouts[0]['vs_one_device'] == 1.0
-  assert layouts[1]['bytes_per_device'] > 0  # The towers talk.
+  assert layouts[1]['bytes_per_device'] > 0  # The gradient average.
   for row in layouts:
     assert row['images_per_sec'] > 0 and row['batch_size'] == 4 and row['mfu'] == 'unknown'
 
@@ -120,12 +119,12 @@ def test_a_failing_test_fails_the_check(tmp_path):
   failing = tmp_path / 'failing_test.py'
   failing.write_text('def test_fails():\n  assert False\n')
   done = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.accelerator_check', f'--out={out}', *TINY,
-       '--sections=tests', f'--pytest_args={failing}', '--cpu_devices=1'],
+      [sys.executable, '-m', 'alexnet_jax.accelerator_check', f'--out={out}',
+       '--config=configs/lenet5.py', '--sections=tests', f'--pytest_args={failing}'],
       cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True,
       timeout=300, check=False)
   assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
   report = json.loads(out.read_text())
-  assert not report['ok'] and report['tests']['failed'] == 1
+  assert not report['ok'] and report['tests']['failed'] == 1 and 'benchmark' not in report
   assert report['tests']['failed_tests'][0].endswith('test_fails')
   assert 'SOME CHECKS FAILED' in done.stdout
