@@ -380,14 +380,15 @@ def run_tests(pytest_args: str, timeout: float) -> dict[str, Any]:
     junit = os.path.join(tmp, 'junit.xml')
     command = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
                f'--junitxml={junit}', *shlex.split(pytest_args)]
+    shown = shlex.join(['pytest', *shlex.split(pytest_args)])
     start = time.perf_counter()
     try:
       done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-      return {'ok': False, 'command': shlex.join(command[1:]),
+      return {'ok': False, 'command': shown,
               'error': f'pytest ran over --tests_timeout={timeout:g} s'}
-    result = {'command': shlex.join(command[1:]).replace(f'--junitxml={junit} ', ''),
+    result = {'command': shown,
               'returncode': done.returncode, 'seconds': time.perf_counter() - start,
               'summary': (done.stdout.strip().splitlines() or [''])[-1]}
     if os.path.exists(junit):
