@@ -144,7 +144,7 @@ def _platform_info(config) -> dict[str, Any]:
   import jaxlib
   import tensorflow as tf
 
-  from alexnet_jax import onednn, parallel
+  from alexnet_jax import allocator, onednn, parallel
 
   platform = jax.default_backend()
   kind = jax.devices()[0].device_kind
@@ -161,6 +161,7 @@ def _platform_info(config) -> dict[str, Any]:
       'peak_tflops': dataclasses.asdict(peak) if peak else 'unknown',
       'kernels': parallel.platform_kernels(config.kernels),  # What config.kernels resolves to.
       'convolutions': onednn.status(),
+      'allocator': allocator.status(),  # glibc's settings apply on the CPU only.
       'matmul_precision': str(jax.config.jax_default_matmul_precision or 'default'),
       'tensorflow_visible_gpus': len(tf.config.get_visible_devices('GPU')),
       'versions': {'python': host_platform.python_version(), 'jax': jax.__version__,

@@ -81,6 +81,7 @@ def test_reduced_check_on_forced_cpu_devices_writes_every_field(tmp_path):
   assert report['ok'] and report['platform'] == 'cpu' and report['forced_cpu_devices'] == 2
   assert report['device_count'] == 2 and 'forced CPU devices' in report['note']
   assert report['kernels'] == 'cpu' and report['tensorflow_visible_gpus'] == 0
+  assert 'JAX will run on' not in report['allocator']  # On the CPU glibc's settings apply.
   assert report['peak_tflops'] == 'unknown' and report['versions']['jax']
   tests = report['tests']
   assert (tests['ok'], tests['passed'], tests['failed'], tests['selected']) == (True, 1, 0, 1)
