@@ -37,6 +37,7 @@ import datetime
 import functools
 import json
 import os
+import pathlib
 import platform as host_platform
 import re
 import shlex
@@ -54,6 +55,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from alexnet_jax.errors import UserError, exit_on_user_error
+
+# JAX, TensorFlow and the model code are imported inside the worker's functions only: the parent
+# process stays light and never touches an accelerator.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ('tests', 'benchmark', 'layouts', 'pipeline')
@@ -285,7 +289,6 @@ def _layout_rows(config, layouts: Sequence[tuple[int, int, str]] | None, batch_s
 def _pipeline_row(workdir: str, images_per_class: int, batches: int,
                   step_images_per_sec: float | None, devices_fed: int) -> dict[str, Any]:
   from alexnet_jax.data import benchmark as data_benchmark  # pylint: disable=import-outside-toplevel
-  import pathlib  # pylint: disable=import-outside-toplevel
 
   start = time.perf_counter()
   rate, rates = data_benchmark.pipeline_images_per_second(
