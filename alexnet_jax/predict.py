@@ -2,8 +2,10 @@
 
     python -m alexnet_jax.predict --workdir=workdirs/default shirt.png boot.jpg
 
-Each image gets the evaluation preprocessing of the model's data set (the centre view, or the ten
-crops when the config evaluates with ten), the softmax averaged over the crops, and prints
+Each file is decoded as an image viewer shows it (alexnet_jax.data.images: EXIF orientation, 16-bit
+and float samples, palettes, transparency over white, ICC profiles), then gets the evaluation
+preprocessing of the model's data set (the centre view, or the ten crops when the config evaluates
+with ten), the softmax averaged over the crops, and prints
 
     shirt.png
       1. Shirt              71.20%
@@ -23,23 +25,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from alexnet_jax import data, trained_model  # noqa: E402
+from alexnet_jax.data import images  # noqa: E402
 from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
-
-
-
-def decode_image(path: str, channels: int) -> np.ndarray:
-  """uint8 [H, W, channels]; raises UserError for a missing or undecodable file."""
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert('L' if channels == 1 else 'RGB')).reshape(
-          image.height, image.width, channels)
-  except FileNotFoundError as e:
-    raise UserError('no such file') from e
-  except (UnidentifiedImageError, OSError, ValueError) as e:
-    raise UserError(f'cannot decode image ({e.__class__.__name__})') from e
 
 
 def make_predictor(trained: trained_model.TrainedModel) -> Callable[[np.ndarray], np.ndarray]:
@@ -60,7 +49,7 @@ def predict_files(trained: trained_model.TrainedModel,
   failed = 0
   for path in paths:
     try:
-      crops = preprocess_image(decode_image(path, trained.image_shape[-1]))
+      crops = preprocess_image(images.decode_image(path, trained.image_shape[-1]))
     except UserError as e:
       print(f'error: {path}: {e}', file=err)
       failed += 1

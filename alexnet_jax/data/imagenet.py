@@ -164,14 +164,21 @@ def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collectio
   """The per-pixel training mean [S, S, 3] (0-255) of the first `mean_num_images` training images.
 
   The records are in the order TFDS wrote them, which TFDS shuffles, so they are a fair sample;
-  every process computes the same array. It is cached next to the prepared data.
+  every process computes the same array. It is cached next to the prepared data (named for the
+  JPEG decoder, libjpeg's accurate IDCT "islow": a mean of other decodes is not reused); a cache
+  file that cannot be read is recomputed.
   """
   size = config.input.resize_size
   count = min(config.input.mean_num_images, builder.info.splits['train'].num_examples)
-  cache = pathlib.Path(builder.data_dir) / f'alexnet_jax_mean_{size}px_{count}images.npy'
+  cache = pathlib.Path(builder.data_dir) / f'alexnet_jax_mean_{size}px_{count}images_islow.npy'
   if cache.exists():
-    mean = np.load(cache)
-    if mean.shape == (size, size, 3):
+    try:
+      mean = np.load(cache)
+    except (OSError, ValueError, EOFError) as e:  # Truncated or overwritten: compute it again.
+      logging.warning('The cached training mean %s is unreadable (%s); recomputing it.', cache,
+                      e)
+      mean = None
+    if mean is not None and mean.shape == (size, size, 3):
       return mean
   logging.info('Computing the per-pixel training mean from %d images into %s.', count, cache)
   records = _records(builder, f'train[:{count}]', deterministic=True)
