@@ -133,18 +133,32 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict)
 
 
 def _load_arrays(path: str) -> dict[str, np.ndarray]:
+  """{name: array} of a .npz or a torch state_dict; a damaged file is a UserError naming it."""
   if not os.path.exists(path):
     raise UserError(f'{path} does not exist.')
   if path.endswith('.npz'):
-    with np.load(path) as arrays:
-      return dict(arrays)
+    try:
+      with np.load(path) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+    except Exception as e:  # pylint: disable=broad-except  # zipfile, pickle, numpy errors.
+      raise UserError(f'{path} is damaged or not an .npz archive ({_first_sentence(e)}); '
+                      'write it again with np.savez.') from e
   try:
     import torch  # Optional: requirements-torch.txt.
   except ImportError as e:
     raise UserError('reading a .pth file needs torch (pip install -r requirements-torch.txt); '
                     'or save the state_dict as .npz.') from e
-  state_dict = torch.load(path, map_location='cpu', weights_only=True)
-  return {k: v.numpy() for k, v in state_dict.items()}
+  try:
+    state_dict = torch.load(path, map_location='cpu', weights_only=True)
+    return {k: v.numpy() for k, v in state_dict.items()}
+  except Exception as e:  # pylint: disable=broad-except  # torch raises many types for this.
+    raise UserError(f'{path} is damaged or not a torch state_dict ({_first_sentence(e)}); '
+                    'download it again.') from e
+
+
+def _first_sentence(error: Exception) -> str:
+  text = (str(error).strip().splitlines() or [''])[0].split('. ')[0][:150]
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 FLAGS = flags.FLAGS

@@ -73,11 +73,18 @@ def run_dir(workdir: str, variant: str, seed_index: int) -> str:
 
 
 def read_marker(directory: str) -> dict[str, Any] | None:
+  """The run's marker; None without one, or with a damaged one (the run is then done again,
+  resuming from its checkpoint, and writes a new marker)."""
   path = os.path.join(directory, MARKER)
   if not os.path.exists(path):
     return None
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      marker = json.load(f)
+  except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, unreadable.
+    logging.warning('%s is damaged (%s); the run counts as not done.', path, e)
+    return None
+  return marker if isinstance(marker, dict) and 'status' in marker else None
 
 
 def _write_marker(directory: str, marker: dict[str, Any]) -> None:
