@@ -17,7 +17,9 @@ import subprocess
 import sys
 from typing import Any
 
-from absl import app, flags
+from absl import flags
+
+from alexnet_jax import cli
 
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32', '128'], 'Batch sizes to compare.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Interleaved rounds over all contenders.')
@@ -161,4 +163,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, log_level='info')

@@ -104,22 +104,22 @@ class TarDamage:
 
 TAR_DAMAGES = (
     TarDamage('train_random_bytes', fake_ilsvrc.TRAIN_TAR, _random_bytes,
-              r'is not a complete tar archive \(invalid header\)'),
+              r'\(not a complete tar archive: invalid header\)'),
     TarDamage('val_random_bytes', fake_ilsvrc.VAL_TAR, _random_bytes,
-              r'is not a complete tar archive'),
+              r'\(not a complete tar archive: '),
     TarDamage('train_download_cut_short', fake_ilsvrc.TRAIN_TAR, _cut_at(0.6),
-              r'is not a complete tar archive \(unexpected end of data\)'),
+              r'\(not a complete tar archive: unexpected end of data\)'),
     TarDamage('val_download_cut_short', fake_ilsvrc.VAL_TAR, _cut_at(0.5),
-              r'is not a complete tar archive \(unexpected end of data\)'),
+              r'\(not a complete tar archive: unexpected end of data\)'),
     TarDamage('val_cut_after_a_member', fake_ilsvrc.VAL_TAR, _cut_after_a_member,
-              r'ends at byte [\d,]+ after 3 members'),
+              r'\(it ends at byte [\d,]+, after 3 members\)'),
     TarDamage('val_header_overwritten', fake_ilsvrc.VAL_TAR, _overwrite_a_header,
-              r'has a damaged header at byte [\d,]+ after 2 members'),
+              r'\(a damaged header at byte [\d,]+, after 2 members\)'),
     TarDamage('val_empty', fake_ilsvrc.VAL_TAR, _empty,
-              r'is not a complete tar archive \(empty file\)'),
+              r'\(not a complete tar archive: empty file\)'),
     # Found only while TFDS reads the class archives; the deep header scan then names it.
     TarDamage('train_class_archive_random_bytes', fake_ilsvrc.TRAIN_TAR, _damage_a_class_archive,
-              r'its class archive n\d+\.tar is not a complete tar archive'),
+              r'\(class archive n\d+\.tar: not a complete tar archive: '),
 )
 
 
@@ -136,7 +136,7 @@ def test_a_damaged_ilsvrc_tar_is_one_line_naming_it_and_nothing_is_prepared(tmp_
     imagenet.prepare_builder(str(data_dir), str(manual))
 
   message = _one_line(e)
-  assert message.startswith(f'{manual / case.tar} is damaged: it ')
+  assert message.startswith(f'{manual / case.tar} is damaged (')
   assert re.search(case.problem, message), message
   assert 'Download it again from https://image-net.org/download-images' in message
   size, sha256 = ilsvrc_tars.RELEASE_FILES[case.tar]
@@ -182,8 +182,8 @@ def test_run_py_with_random_byte_tars_prints_one_error_line_and_exits_2(tmp_path
   assert result.returncode == 2, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
-  assert errors[0].startswith(f'error: {manual / fake_ilsvrc.TRAIN_TAR} is damaged: it is not a '
-                              'complete tar archive (invalid header). Download it again')
+  assert errors[0].startswith(f'error: {manual / fake_ilsvrc.TRAIN_TAR} is damaged (not a '
+                              'complete tar archive: invalid header). Download it again')
   assert (_files(workdir), _files(data_dir)) == before
 
 

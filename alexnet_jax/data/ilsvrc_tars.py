@@ -41,16 +41,16 @@ def _members_problem(tar: tarfile.TarFile, fileobj, nested: bool) -> str | None:
       inner = tar.extractfile(member)
       problem = _tar_problem(inner, nested=False)
       if problem:
-        return f'its class archive {member.name} {problem}'
+        return f'class archive {member.name}: {problem}'
   if not count:
-    return 'holds no files'
+    return 'no files in it'
   # tarfile stops quietly at a header it cannot parse after the first: the end of a tar is
   # a zero block, so anything else there is damage.
   fileobj.seek(tar.offset)
   end = fileobj.read(BLOCK)
   if end != bytes(BLOCK):
-    where = 'ends' if len(end) < BLOCK else 'has a damaged header'
-    return f'{where} at byte {tar.offset:,} after {count:,} members'
+    what = 'it ends' if len(end) < BLOCK else 'a damaged header'
+    return f'{what} at byte {tar.offset:,}, after {count:,} members'
   return None
 
 
@@ -59,11 +59,11 @@ def _tar_problem(fileobj, nested: bool) -> str | None:
     with tarfile.open(fileobj=fileobj, mode='r:') as tar:
       return _members_problem(tar, fileobj, nested)
   except TAR_ERRORS as e:
-    return f'is not a complete tar archive ({e})'
+    return f'not a complete tar archive: {e}'
 
 
 def find_damage(path: pathlib.Path, nested: bool = False) -> str | None:
-  """What is wrong with the tar at `path` ('is not a complete tar archive (...)', ...), or None.
+  """What is wrong with the tar at `path` ('not a complete tar archive: ...', ...), or None.
 
   Reads headers only. `nested`: also the headers of the `.tar` members (the training tar's classes).
   """
@@ -79,7 +79,7 @@ def damaged_error(path: pathlib.Path, problem: str) -> UserError:
   if release:
     expected = (f' The ILSVRC2012 release file is {release[0]:,} bytes (this one is {size:,}) '
                 f'with SHA-256 {release[1]}; check a new download with `sha256sum {path}`.')
-  return UserError(f'{path} is damaged: it {problem}. Download it again from {DOWNLOAD_URL} and '
+  return UserError(f'{path} is damaged ({problem}). Download it again from {DOWNLOAD_URL} and '
                    'replace it; nothing was prepared.'
                    f'{expected}')
 
