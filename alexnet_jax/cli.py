@@ -14,9 +14,11 @@ here once. Nothing here imports JAX or TensorFlow, so `--help` of every tool sta
 """
 
 import logging as pylogging
+import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+import sysconfig
+from collections.abc import Callable
 
 from absl import app, flags, logging
 import ml_collections
@@ -60,7 +62,7 @@ def config_value(name: str = 'config',
   filename = config_flags.get_config_filename(FLAGS[name]) if given else None
   if not filename:
     raise UserError(f'--{name} is required: a config file such as {example}.')
-  # config_flags defers a load error (missing file, syntax error, exception in get_config).
+  # config_flags defers the error of a missing file; the others stop parse_flags.
   raise UserError(f'cannot load --{name}={filename} (no such file, or it failed to import); '
                   f'pass a config file such as {example}.')
 
@@ -105,14 +107,19 @@ def _config_error(argv: list[str], error: Exception) -> str:
 
 
 class ProjectInfoOnly(pylogging.Filter):
-  """Keeps INFO lines from this project; libraries (Orbax, TFDS) speak only at WARNING and up."""
+  """Keeps INFO lines from this project; libraries (Orbax, TFDS) speak only at WARNING and up.
 
-  def __init__(self, own_files: Sequence[str] = ()):
-    super().__init__()
-    self._own_files = tuple(own_files)
+  A library is what Python installed (site-packages, the standard library); the package itself
+  counts as the project wherever it is installed.
+  """
+
+  PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+  LIBRARY_DIRS = tuple({sysconfig.get_paths()[key]
+                        for key in ('stdlib', 'platstdlib', 'purelib', 'platlib')})
 
   def filter(self, record: pylogging.LogRecord) -> bool:
-    own = 'alexnet_jax' in record.pathname or record.pathname in self._own_files
+    path = os.path.abspath(record.pathname)
+    own = path.startswith(self.PACKAGE_DIR) or not path.startswith(self.LIBRARY_DIRS)
     if not own and record.exc_info:
       # E.g. Orbax logs each failed write with a traceback; the project's own line says what
       # happened and what to do, the library's first line is kept as detail.
@@ -126,7 +133,7 @@ def set_log_level(level: str) -> None:
   for old in [f for f in handler.filters if isinstance(f, ProjectInfoOnly)]:
     handler.removeFilter(old)
   if level != 'debug':
-    handler.addFilter(ProjectInfoOnly([sys.modules['__main__'].__dict__.get('__file__', '')]))
+    handler.addFilter(ProjectInfoOnly())
 
 
 def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None,

@@ -1,4 +1,4 @@
-"""alexnet_jax.data.images: real photographs in many file variants, each decoded against a reference.
+"""alexnet_jax.data.images: real photographs in many file variants, each against a reference.
 
 Every variant is made from an 8-bit RGB photograph of scikit-image's bundled data (chelsea, coffee,
 astronaut, rocket) by code here that never calls the decoder under test; its reference rendering is
@@ -391,7 +391,8 @@ VARIANTS = (
     Variant('png_icc_adobe_rgb', _adobe_rgb('PNG'), 0.8, 3, True),
     Variant('jpeg_icc_adobe_rgb', _adobe_rgb('JPEG', quality=95), **JPEG_LOSS,
             old_decoder_wrong=True),
-    Variant('png_grey_icc_linear', _linear_grey_icc, 1.0, 16, True)  # 8-bit linear: coarse in the dark.,
+    # 8-bit linear samples are coarse in the dark: one step near black is ~13 sRGB levels.
+    Variant('png_grey_icc_linear', _linear_grey_icc, 1.0, 16, True),
 )
 
 
@@ -494,6 +495,10 @@ DAMAGED = (
     ('int32_negative', lambda tmp: _write(
         tmp, 'i.tif', _save(Image.fromarray(np.array([[-5, 70000]], np.int32)), 'TIFF')),
      r'32-bit integer pixels from -5 to 70000'),
+    ('decompression_bomb', lambda tmp: _write(tmp, 'huge.png', b'\x89PNG\r\n\x1a\n' + _png_chunk(
+        b'IHDR', struct.pack('>IIBBBBB', 20000, 20000, 8, 0, 0, 0, 0)) + _png_chunk(
+            b'IDAT', zlib.compress(b'')) + _png_chunk(b'IEND', b'')),
+     r'Image size \(400000000 pixels\) exceeds limit .*; resize it first'),
     ('float_rgb_tiff', lambda tmp: (tifffile.imwrite(tmp / 'f3.tif', np.zeros((4, 4, 3),
                                                                              np.float32)),
                                     str(tmp / 'f3.tif'))[1], r'not an image file'),

@@ -7,9 +7,6 @@ Training data order is a pure function of (seed, step), so resuming at step N co
 """
 
 import dataclasses
-import json
-import os
-import re
 from collections.abc import Callable, Iterator
 
 import ml_collections
@@ -40,36 +37,6 @@ class Dataset:
 
 
 DATASETS = ('fashion_mnist', 'imagenet2012')
-
-
-def tfds_builder(name: str, data_dir: str | None):
-  """`tfds.builder(name, data_dir)`; an unusable data_dir or damaged metadata is a UserError."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from google.protobuf import json_format  # pylint: disable=import-outside-toplevel
-  try:
-    return tfds.builder(name, data_dir=data_dir)
-  except PermissionError as e:
-    raise UserError(f'cannot create the TFDS data_dir {data_dir!r} ({e.strerror}); '
-                    'set --config.data_dir to a writable directory.') from e
-  except (json_format.ParseError, json.JSONDecodeError) as e:  # Its dataset_info.json.
-    where = os.path.join(data_dir or tfds.core.constants.DATA_DIR, name)
-    reason = str(e).rpartition('": ')[2].strip().rstrip('.')  # After TFDS's builder_kwargs dump.
-    raise UserError(f'the prepared {name} in {where} is damaged ({reason}); delete that '
-                    'directory and run again to prepare it anew.') from e
-
-
-def read_prepared(ds, directory: str) -> Iterator[Batch]:
-  """`tfds.as_numpy(ds)` of a prepared data set; damaged or missing record files in `directory`
-  (TFRecord checksums, truncation) become one UserError instead of a TensorFlow traceback."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  try:
-    yield from tfds.as_numpy(ds)
-  except (tf.errors.DataLossError, tf.errors.NotFoundError) as e:
-    # TensorFlow's message: '{{function_node ...}} corrupted record at 1234 [Op:...] name: '.
-    reason = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message).strip() or type(e).__name__
-    raise UserError(f'the prepared data in {directory} is damaged ({reason}); delete that '
-                    'directory and run again to prepare it anew from its source files.') from e
 
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int = 0,

@@ -5,8 +5,9 @@
 Writes a fake ILSVRC manual dir with photo-sized JPEGs (500x375, 375x500, 500x333, 400x400; ~110 KB
 each, like ImageNet's), prepares it through the real TFDS `imagenet2012` builder, then times
 the training pipeline of --config (default configs/imagenet.py: decode, paper augmentation, PCA
-lighting, batches of 128) after one warm-up batch. It then times SGD steps of the paper's two-tower AlexNet on the same
-machine and prints the ratio; the input must stay well ahead of the model (>= 3x).
+lighting, batches of 128) after one warm-up batch. It then times SGD steps of the paper's
+two-tower AlexNet on the same machine and prints the ratio; the input must stay well ahead of the
+model (>= 3x).
 """
 
 import pathlib

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import Batch, Dataset, read_prepared, tfds_builder
+from alexnet_jax.data import Batch, Dataset, prepared
 from alexnet_jax.errors import UserError
 
 DEBIAN_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
@@ -51,7 +51,7 @@ def _debian_files_present() -> bool:
 
 def prepare_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
   """The prepared `fashion_mnist` builder in `data_dir`, preparing it first if needed."""
-  builder = tfds_builder('fashion_mnist', data_dir)
+  builder = prepared.builder('fashion_mnist', data_dir)
   if builder.is_prepared():
     return builder
   try:
@@ -81,8 +81,8 @@ def prepare_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
 
 
 def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-  batches = list(read_prepared(builder.as_dataset(split=split, as_supervised=True).batch(10000),
-                               builder.data_dir))
+  ds = builder.as_dataset(split=split, as_supervised=True).batch(10000)
+  batches = list(prepared.as_numpy(ds, builder.data_dir))
   images = np.concatenate([images for images, _ in batches])
   labels = np.concatenate([labels for _, labels in batches])
   return images, labels.astype(np.int32)

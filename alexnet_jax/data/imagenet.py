@@ -28,8 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from alexnet_jax.data import (Batch, Dataset, ilsvrc_tars, preprocessing, read_prepared,
-                              tfds_builder)
+from alexnet_jax.data import Batch, Dataset, ilsvrc_tars, prepared, preprocessing
 from alexnet_jax.errors import UserError
 
 BUILDER_NAME = 'imagenet2012'
@@ -56,7 +55,7 @@ def _check_writable(directory: pathlib.Path) -> None:
 
 def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.DatasetBuilder:
   """The prepared `imagenet2012` builder in `data_dir`, preparing it from `manual_dir` if needed."""
-  builder = tfds_builder(BUILDER_NAME, data_dir)
+  builder = prepared.builder(BUILDER_NAME, data_dir)
   if builder.is_prepared():
     return builder
   where = f'ImageNet ({BUILDER_NAME}) is not prepared in {builder.data_dir_root}'
@@ -187,7 +186,7 @@ def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collectio
       records, lambda example: {'image': decode(example['image'])},
       lambda example: {'image': tf.zeros((size, size, 3))}, deterministic=True)
   total, used = np.zeros((size, size, 3), np.float64), 0
-  for batch in read_prepared(images.batch(256).prefetch(1), builder.data_dir):
+  for batch in prepared.as_numpy(images.batch(256).prefetch(1), builder.data_dir):
     total += batch['image'][batch['valid']].sum(axis=0, dtype=np.float64)
     used += int(batch['valid'].sum())
   if not used:
@@ -274,7 +273,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   def train_batches(start_step: int) -> Iterator[Batch]:
     epoch, skip_steps = divmod(start_step, steps_per_epoch)
     while True:
-      for batch in read_prepared(epoch_batches(epoch, skip_steps), builder.data_dir):
+      for batch in prepared.as_numpy(epoch_batches(epoch, skip_steps), builder.data_dir):
         corrupt = int((~batch.pop('valid')).sum())
         if corrupt:
           counter.add('train', corrupt)
@@ -301,7 +300,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                'real': False}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
     ds = ds.take(eval_steps * local_eval).batch(local_eval).prefetch(2)
-    for batch in read_prepared(ds, builder.data_dir):
+    for batch in prepared.as_numpy(ds, builder.data_dir):
       valid, real = batch.pop('valid'), batch.pop('real')
       corrupt = int((real & ~valid).sum())
       if corrupt:

@@ -59,7 +59,8 @@ def decode_image(source: str | os.PathLike | bytes, channels: int) -> np.ndarray
   """
   if channels not in (1, 3):
     raise ValueError(f'channels must be 1 or 3, not {channels}')
-  pixels = render(open_image(source))
+  with open_image(source) as image:
+    pixels = render(image)
   if channels == 1 and pixels.shape[-1] == 3:
     return np.asarray(Image.fromarray(pixels).convert('L'))[..., None]  # BT.601 luma.
   if channels == 3 and pixels.shape[-1] == 1:
@@ -80,6 +81,8 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
   except UnidentifiedImageError as e:
     raise UserError('not an image file Pillow can read (an unknown format, or a damaged '
                     'header)') from e
+  except Image.DecompressionBombError as e:  # Over twice Pillow's MAX_IMAGE_PIXELS.
+    raise UserError(f'{e}; resize it first') from e
   except OSError as e:
     raise UserError(f'cannot read the file ({e.strerror or e})') from e
   try:
