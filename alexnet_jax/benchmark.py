@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from alexnet_jax import data, onednn, parallel, registry
+from alexnet_jax import cli, data, onednn, parallel, registry
 
 # Stated peak fp32 throughput of this machine's two cores, for the "% of ceiling" column.
 CEILING_GFLOPS = 400.0
@@ -236,16 +235,20 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv):
   del argv
-  result = run(_CONFIG.value, _BATCH_SIZE.value, _STEPS.value, _WARMUP.value)
-  print(json.dumps(result) if _JSON.value else format_table(result))
+  flag = flags.FLAGS
+  result = run(cli.config_value(example='configs/imagenet.py'), flag.batch_size, flag.steps,
+               flag.warmup)
+  print(json.dumps(result) if flag.json else format_table(result))
+
+
+def define_flags() -> None:
+  # Flags only when run as a program, so other tools can import this module with their own.
+  cli.define_config_flag('configs/imagenet.py', 'Model config.')
+  flags.DEFINE_integer('batch_size', 128, 'Images per step.')
+  flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 
 
 if __name__ == '__main__':
-  # Flags only when run as a program, so other tools can import this module with their own.
-  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/imagenet.py', 'Model config.',
-                                            lock_config=True)
-  _BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Images per step.')
-  _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
-  _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-  _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
-  app.run(main)
+  cli.run(main, define_flags)

@@ -35,10 +35,17 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, 'config.json')
   try:
     with open(path, encoding='utf-8') as f:
-      return ml_collections.ConfigDict(json.load(f))
+      values = json.load(f)
   except FileNotFoundError as e:
     raise UserError(f'{path} does not exist; --workdir must be a directory written by run.py '
                     'or alexnet_jax.convert.') from e
+  except (ValueError, OSError) as e:  # Not JSON (JSONDecodeError, UnicodeDecodeError), unreadable.
+    raise UserError(f'{path} is damaged ({type(e).__name__}: {e}); restore it, or rerun run.py '
+                    'with the config that trained this workdir (it writes config.json).') from e
+  if not isinstance(values, dict):
+    raise UserError(f'{path} is damaged (a JSON {type(values).__name__}, not the config object); '
+                    'restore it, or rerun run.py with the config that trained this workdir.')
+  return ml_collections.ConfigDict(values)
 
 
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:

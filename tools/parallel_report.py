@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from alexnet_jax import benchmark, communication, models, parallel, registry  # noqa: E402
+from alexnet_jax import benchmark, cli, communication, models, parallel, registry  # noqa: E402
 from configs import default, imagenet  # noqa: E402
 
 _STEPS = flags.DEFINE_integer('steps', 9, 'Timed rounds (after one warm-up round).')
@@ -123,4 +123,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, log_level='info')
