@@ -18,13 +18,21 @@ fixes its limit for good once a process has more than 8 arenas), so `alexnet_jax
 imported before TensorFlow runs anything and before JAX starts its CPU backend: entry points
 import it first, and `status()` says when it came too late.
 
-Set ALEXNET_JAX_MALLOC=system to keep glibc's defaults. Nothing is changed where malloc is not
-glibc's (macOS, musl, or another allocator such as tcmalloc preloaded with LD_PRELOAD).
+The settings were measured on the CPU backend only, where XLA's step buffers live in host memory;
+on a GPU or TPU they live on the device, and the host runs the input pipeline's many threads, which
+one arena could slow. So they apply only where JAX will run on the CPU (`expected_platform()`,
+judged before JAX starts, since the settings must come first).
+
+Set ALEXNET_JAX_MALLOC=system to keep glibc's defaults, =tuned to apply the settings whatever the
+platform. Nothing is changed where malloc is not glibc's (macOS, musl, or another allocator such
+as tcmalloc preloaded with LD_PRELOAD).
 """
 
 import ctypes
+import importlib.util
 import logging
 import os
+import pkgutil
 
 # <malloc.h> parameter numbers; the values as mallopt(3) documents them.
 _M_TRIM_THRESHOLD = -1  # -1: never return the heap's free top to the kernel.
@@ -53,9 +61,35 @@ def status() -> str:
   return _status or 'not applied'
 
 
+def expected_platform() -> str:
+  """The platform JAX will pick, judged without starting it: 'cpu', or the accelerator's name.
+
+  The first entry of JAX_PLATFORMS when it is set; else 'tpu' where libtpu is installed, 'gpu'
+  where a CUDA or ROCm PJRT plugin is (`jax[cuda12]` and the like install one in the
+  `jax_plugins` namespace); else 'cpu'. A plugin installed on a machine without its device is
+  misjudged as that device (JAX itself then falls back to the CPU).
+  """
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip().lower()
+  if platforms:
+    return platforms.split(',')[0].strip()
+  if importlib.util.find_spec('libtpu') is not None:
+    return 'tpu'
+  plugins = importlib.util.find_spec('jax_plugins')
+  if plugins is not None and plugins.submodule_search_locations:
+    if any(module.name.startswith(('xla_cuda', 'xla_rocm'))
+           for module in pkgutil.iter_modules(plugins.submodule_search_locations)):
+      return 'gpu'
+  return 'cpu'
+
+
 def _apply() -> str:
-  if os.environ.get('ALEXNET_JAX_MALLOC', '') == 'system':
+  setting = os.environ.get('ALEXNET_JAX_MALLOC', '')
+  if setting == 'system':
     return 'glibc defaults kept (ALEXNET_JAX_MALLOC=system)'
+  platform = expected_platform()
+  if platform != 'cpu' and setting != 'tuned':
+    return (f'glibc defaults kept: JAX will run on {platform}, and the settings were measured on '
+            'the CPU only (ALEXNET_JAX_MALLOC=tuned applies them)')
   libc = _glibc()
   if libc is None:
     return 'not glibc; allocator defaults kept'

@@ -11,6 +11,7 @@ Compare the compute paths with `--config.kernels=xla`, `--config.model.dtype=bfl
 and ALEXNET_JAX_ONEDNN=0 (XLA's own convolutions instead of oneDNN's; see alexnet_jax/onednn.py).
 """
 
+import copy
 import json
 import math
 import platform
@@ -24,10 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from alexnet_jax import data, onednn, parallel, registry
+from alexnet_jax import cli, data, onednn, parallel, registry
 
 # Stated peak fp32 throughput of this machine's two cores, for the "% of ceiling" column.
 CEILING_GFLOPS = 400.0
@@ -166,6 +166,36 @@ class Benchmark:
     return _median_step_seconds(self._run_infer, steps)
 
 
+def compile_layout_step(config: ml_collections.ConfigDict, data_axis: int, model_axis: int,
+                        strategy: str, batch_size: int | None = None
+                        ) -> tuple[Any, jax.sharding.Mesh, Callable, Any]:
+  """The trainer's train step compiled for one mesh layout of the first data x model devices.
+
+  Returns (compiled step(state, batch, learning_rate, key), mesh, init(key) -> state, state
+  shardings); `batch_size` is the global batch (default config.batch_size). Raises UserError when
+  the layout does not fit the devices or the batch does not split over them.
+  """
+  from alexnet_jax import optim, train  # pylint: disable=import-outside-toplevel
+
+  config = copy.deepcopy(config)
+  config.mesh.data, config.mesh.model, config.mesh.strategy = data_axis, model_axis, strategy
+  batch_size = batch_size or config.batch_size
+  mesh = parallel.create_mesh(config.mesh, config.model.get('towers', 1),
+                              jax.devices()[:data_axis * model_axis])
+  parallel.check_batch_size(batch_size, mesh, strategy=strategy)
+  model = registry.create_model(config.model, layout=parallel.Layout(kernels=config.kernels))
+  tx = optim.create_optimizer(config)
+  shape = data.image_shape(config)
+  init = lambda key: train.create_train_state(model, tx, key, shape)
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  shardings = parallel.state_shardings(mesh, abstract, model, strategy)
+  step, _ = train.create_step_fns(model, tx, mesh, strategy, shardings)
+  batch = {'image': jax.ShapeDtypeStruct((batch_size,) + shape, jnp.float32),
+           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  compiled = step.lower(abstract, batch, np.float32(0.01), jax.random.key(1)).compile()
+  return compiled, mesh, init, shardings
+
+
 def device_description() -> str:
   device = jax.devices()[0]
   return f'{device.platform}:{device.device_kind} ({platform.processor() or platform.machine()})'
@@ -205,16 +235,20 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv):
   del argv
-  result = run(_CONFIG.value, _BATCH_SIZE.value, _STEPS.value, _WARMUP.value)
-  print(json.dumps(result) if _JSON.value else format_table(result))
+  flag = flags.FLAGS
+  result = run(cli.config_value(example='configs/imagenet.py'), flag.batch_size, flag.steps,
+               flag.warmup)
+  print(json.dumps(result) if flag.json else format_table(result))
+
+
+def define_flags() -> None:
+  # Flags only when run as a program, so other tools can import this module with their own.
+  cli.define_config_flag('configs/imagenet.py', 'Model config.')
+  flags.DEFINE_integer('batch_size', 128, 'Images per step.')
+  flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 
 
 if __name__ == '__main__':
-  # Flags only when run as a program, so other tools can import this module with their own.
-  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/imagenet.py', 'Model config.',
-                                            lock_config=True)
-  _BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Images per step.')
-  _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
-  _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-  _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
-  app.run(main)
+  cli.run(main, define_flags)

@@ -269,22 +269,42 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
 
   A partial restore: the optimizer state is never read, so a checkpoint written with any optimizer
   (or a converted one) loads into a model for inference, feature extraction or fine-tuning.
+  The params are verified against the step's saved checksums, as `Checkpointer` verifies them;
+  a damaged step is a UserError naming it.
   """
   step = latest_step(checkpoint_dir) if step is None else step
-  path = os.path.join(os.path.abspath(checkpoint_dir), str(step), 'state')
+  step_dir = os.path.join(os.path.abspath(checkpoint_dir), str(step))
+  path = os.path.join(step_dir, 'state')
   if not os.path.isdir(path):
     raise UserError(f'no checkpoint of step {step} in {checkpoint_dir}; pass the right '
                     '--workdir/--checkpoint.')
   checkpointer = ocp.PyTreeCheckpointer()
-  saved = checkpointer.metadata(path)
-  saved = getattr(saved, 'item_metadata', saved)  # Orbax wraps the tree in newer versions.
-  saved = getattr(saved, 'tree', saved)
-  _check_same_params(checkpoint_dir, saved.get('params', {}), abstract_params)
-  target = {'params': abstract_params}
-  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))
-  return restored['params']
+  with _quiet_abandoned_reads():
+    try:
+      saved = checkpointer.metadata(path)
+      saved = getattr(saved, 'item_metadata', saved)  # Orbax wraps the tree in newer versions.
+      saved = getattr(saved, 'tree', saved)
+      if saved is None:
+        raise ValueError('no readable metadata')
+      _check_same_params(checkpoint_dir, saved.get('params', {}), abstract_params)
+      target = {'params': abstract_params}
+      restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+          target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+      sums_dir = os.path.join(step_dir, 'checksums')
+      if os.path.isdir(sums_dir):  # Absent only in checkpoints older than the checksums.
+        saved_sums = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(sums_dir)
+        for name, value in state_checksums(restored).items():
+          if saved_sums.get(name) != value:
+            raise ValueError(f'{name} does not match its saved checksum')
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
+      problem = one_line(e)  # Not the exception: its frames would keep the reads alive.
+    else:
+      return restored['params']
+  raise UserError(f'checkpoint step {step} in {checkpoint_dir} is damaged ({problem}); pass '
+                  '--checkpoint=DIR/checkpoints/STEP of another step, or train again.')
 
 
 def _check_same_params(directory: str, saved_params: Any, expected_params: Any) -> None:
@@ -311,16 +331,27 @@ def read_params(path: str) -> Any:
     path = os.path.join(path, 'checkpoints')
   if not os.path.isdir(path):
     raise UserError(f'{path} is not a directory; pass a workdir or a checkpoint directory.')
-  if os.path.isdir(os.path.join(path, 'state')):  # One step's directory.
-    state = ocp.StandardCheckpointer().restore(os.path.join(path, 'state'))
-  else:
-    manager = ocp.CheckpointManager(path, item_handlers={'state': ocp.StandardCheckpointHandler()})
-    step = manager.latest_step()
-    if step is None:
-      raise UserError(f'no checkpoint found under {path}.')
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
-        'state']
-    manager.close()
+  problem = None
+  with _quiet_abandoned_reads():
+    try:
+      if os.path.isdir(os.path.join(path, 'state')):  # One step's directory.
+        state = ocp.StandardCheckpointer().restore(os.path.join(path, 'state'))
+      else:
+        manager = ocp.CheckpointManager(
+            path, item_handlers={'state': ocp.StandardCheckpointHandler()})
+        step = manager.latest_step()
+        if step is None:
+          raise UserError(f'no checkpoint found under {path}.')
+        state = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))['state']
+        manager.close()
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
+      problem = one_line(e)  # Not the exception: its frames would keep the reads alive.
+  if problem:
+    raise UserError(f'the checkpoint under {path} is damaged ({problem}); pass another step '
+                    'directory, DIR/checkpoints/STEP.')
   params = state.get('params') if isinstance(state, dict) else getattr(state, 'params', None)
   if params is None:
     raise UserError(f'the checkpoint under {path} holds no state.params.')

@@ -32,7 +32,7 @@ import numpy as np
 import scipy.optimize
 
 from alexnet_jax import checkpoint as checkpoint_lib
-from alexnet_jax import data, onednn, parallel, registry
+from alexnet_jax import cli, data, onednn, parallel, registry
 from alexnet_jax.errors import UserError
 
 # ----------------------------------------------------------------------------------------------
@@ -848,26 +848,20 @@ def exit_status(rows: list[Row]) -> int:
   return 0 if all(r.status != 'DIFFERS' for r in rows) else 1
 
 
-def main(argv: Sequence[str]) -> None:
-  from absl import app, flags
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = flags.FLAGS.config
-  if config is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/imagenet.py')
-  try:
-    status = run(config, flags.FLAGS.checkpoint, title=' '.join(sys.argv[1:]))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    status = 2
-  sys.exit(status)
+def main(argv: Sequence[str]) -> int:
+  """The command: 0 when every row matches, 1 otherwise (2 for a UserError, via cli.run)."""
+  del argv
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  config = cli.config_value(example='configs/imagenet.py')
+  return run(config, flags.FLAGS.checkpoint, title=' '.join(sys.argv[1:]))
+
+
+def define_flags() -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  cli.define_config_flag(None, 'Config file, e.g. configs/imagenet.py.')
+  flags.DEFINE_string('checkpoint', None, 'Report on the params of this Orbax checkpoint (a '
+                      'workdir, its checkpoints/ directory, or one step directory).')
 
 
 if __name__ == '__main__':
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/imagenet.py.',
-                                  lock_config=True)
-  flags.DEFINE_string('checkpoint', None, 'Report on the params of this Orbax checkpoint (a '
-                      'workdir, its checkpoints/ directory, or one step directory).')
-  app.run(main)
+  cli.run(main, define_flags)

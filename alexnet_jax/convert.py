@@ -1,16 +1,20 @@
 """Imports pretrained AlexNet weights into an Orbax checkpoint the other commands accept.
 
-    python -m alexnet_jax.convert --torchvision=alexnet-owt-7be5be79.pth --workdir=workdirs/tv
-    python -m alexnet_jax.convert --caffe=bvlc_alexnet.npz --workdir=workdirs/bvlc_alexnet
+    python -m alexnet_jax.convert --torchvision=alexnet-owt-7be5be79.pth \
+        --config=configs/torchvision.py --workdir=workdirs/tv
+    python -m alexnet_jax.convert --caffe=bvlc_alexnet.npz \
+        --config=configs/bvlc_alexnet.py --workdir=workdirs/bvlc_alexnet
 
+--config: the model the weights belong to (its widths and class count are then read from the
+  weights); overrides such as --config.input.image_size=... apply as for run.py.
 --torchvision: a torchvision `alexnet` state_dict (.pth, loaded with torch; or .npz of the same
-  keys). Model: configs/torchvision.py.
+  keys). Config: configs/torchvision.py.
 --caffe: Caffe's two-group `bvlc_alexnet` as .npz with keys `conv1.weight`, `conv1.bias`, ...,
   `fc8.bias`, each blob as pycaffe holds it:
       np.savez('bvlc_alexnet.npz', **{f'{name}.{kind}': net.params[name][i].data
                                       for name in net.params
                                       for i, kind in enumerate(('weight', 'bias'))})
-  Model: configs/bvlc_alexnet.py; each group becomes a tower.
+  Config: configs/bvlc_alexnet.py; each group becomes a tower.
 Widths and class count are read from the weights. The workdir gets `config.json` and step 0 in
 `checkpoints/`, so predict, features, figures, ensemble, fine-tuning (config.finetune.init_from)
 and `run.py` itself (which resumes from step 0) all take it.
@@ -31,10 +35,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
-from alexnet_jax import checkpoint, data, models, optim, registry, train  # noqa: E402
-from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from alexnet_jax import checkpoint, cli, data, models, optim, registry, train  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
 from alexnet_jax.workdir import Workdir  # noqa: E402
 
 LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
@@ -132,47 +136,62 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict)
 
 
 def _load_arrays(path: str) -> dict[str, np.ndarray]:
+  """{name: array} of a .npz or a torch state_dict; a damaged file is a UserError naming it."""
   if not os.path.exists(path):
     raise UserError(f'{path} does not exist.')
   if path.endswith('.npz'):
-    with np.load(path) as arrays:
-      return dict(arrays)
+    try:
+      with np.load(path) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+    except Exception as e:  # pylint: disable=broad-except  # zipfile, pickle, numpy errors.
+      raise UserError(f'{path} is damaged or not an .npz archive ({_first_sentence(e)}); '
+                      'write it again with np.savez.') from e
   try:
     import torch  # Optional: requirements-torch.txt.
   except ImportError as e:
     raise UserError('reading a .pth file needs torch (pip install -r requirements-torch.txt); '
                     'or save the state_dict as .npz.') from e
-  state_dict = torch.load(path, map_location='cpu', weights_only=True)
-  return {k: v.numpy() for k, v in state_dict.items()}
+  try:
+    state_dict = torch.load(path, map_location='cpu', weights_only=True)
+    return {k: v.numpy() for k, v in state_dict.items()}
+  except Exception as e:  # pylint: disable=broad-except  # torch raises many types for this.
+    raise UserError(f'{path} is damaged or not a torch state_dict ({_first_sentence(e)}); '
+                    'download it again.') from e
+
+
+def _first_sentence(error: Exception) -> str:
+  text = (str(error).strip().splitlines() or [''])[0].split('. ')[0][:150]
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 FLAGS = flags.FLAGS
+# Each source's config file (the architecture, for the error that asks for it) and its towers.
+SOURCE_CONFIGS = {'torchvision': ('configs/torchvision.py', 1),
+                  'caffe': ('configs/bvlc_alexnet.py', 2)}
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
-  from configs import bvlc_alexnet, torchvision  # The configs are files next to the package.
-  with exit_on_user_error():
-    if bool(FLAGS.torchvision) == bool(FLAGS.caffe) or not FLAGS.workdir:
-      raise UserError('pass --workdir and exactly one of --torchvision=FILE or --caffe=FILE.npz.')
-    if FLAGS.torchvision:
-      weights, base = torchvision_weights(_load_arrays(FLAGS.torchvision)), torchvision
-    else:
-      weights, base = caffe_weights(_load_arrays(FLAGS.caffe)), bvlc_alexnet
-    towers = 1 if FLAGS.torchvision else 2
-    params = convert(weights, towers)
-    write_workdir(FLAGS.workdir, model_config_for(params, base.get_config()), params)
-    print(f'wrote {FLAGS.workdir}/config.json and {FLAGS.workdir}/checkpoints/0')
+  sources = [name for name in SOURCE_CONFIGS if FLAGS[name].value]
+  if len(sources) != 1 or not FLAGS.workdir:
+    raise UserError('pass --workdir and exactly one of --torchvision=FILE or --caffe=FILE.npz.')
+  source = sources[0]
+  config_file, towers = SOURCE_CONFIGS[source]
+  config = cli.config_value(example=f'{config_file} (the architecture of the weights)')
+  arrays = _load_arrays(FLAGS[source].value)
+  weights = torchvision_weights(arrays) if source == 'torchvision' else caffe_weights(arrays)
+  params = convert(weights, towers)
+  write_workdir(FLAGS.workdir, model_config_for(params, config), params)
+  print(f'wrote {FLAGS.workdir}/config.json and {FLAGS.workdir}/checkpoints/0')
 
 
-def _define_flags() -> None:
-  # Defined only when run as a command: the module is also imported as a library.
+def define_flags() -> None:
+  cli.define_config_flag(None, 'The architecture of the weights: configs/torchvision.py or '
+                         'configs/bvlc_alexnet.py.')
   flags.DEFINE_string('torchvision', None, 'torchvision alexnet state_dict (.pth or .npz).')
   flags.DEFINE_string('caffe', None, 'bvlc_alexnet blobs as .npz (see the module docstring).')
   flags.DEFINE_string('workdir', None, 'New directory for config.json and the checkpoint.')
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -149,9 +149,9 @@ def _drop_torn_last_line(path: str) -> None:
 
 
 def read_jsonl(path: str) -> list[dict[str, float]]:
-  """All rows in file order (a torn line left by a killed writer is skipped)."""
+  """All rows in file order (a torn line left by a killed writer, or a damaged one, is skipped)."""
   rows = []
-  with open(path, encoding='utf-8') as f:
+  with open(path, encoding='utf-8', errors='replace') as f:
     for line in f:
       try:
         rows.append(json.loads(line))

@@ -72,6 +72,7 @@ class Start:
   step_batch_size: int  # The batch size that schedules and num_train_steps count steps of.
   changes: dict[str, tuple[Any, Any]]  # Config changes since the checkpoint ({} if fresh).
   resumed_from: int | None  # The checkpoint step; None for a start from scratch.
+  config_recorded: bool  # The workdir holds a usable config record to append this run's changes to.
   summary: str  # The log line ('' for a start from scratch).
 
 
@@ -150,8 +151,8 @@ def restore(config: ml_collections.ConfigDict, run: workdir_lib.Workdir,
   plateau = optim.Plateau.from_config(config)
   if ckpt.latest_step() is None:
     return Start(_initial_state(config, init, tx_init), data.Position(), plateau, False,
-                 config.batch_size, {}, None, '')
-  saved_config = run.config() if run.has_config() else None
+                 config.batch_size, {}, None, False, '')
+  saved_config = run.saved_config()
   changes = workdir_lib.differences(saved_config, config) if saved_config else {}
   check_model_unchanged(run.path, changes, config)
   saved_optimizer = changes.get('optimizer', (config.optimizer,))[0]
@@ -163,7 +164,7 @@ def restore(config: ml_collections.ConfigDict, run: workdir_lib.Workdir,
                                  always_convert=bool(model_keys(changes)) or 'optimizer' in changes)
   if restored is None:  # Every step vanished since latest_step(): start afresh.
     return Start(_initial_state(config, init, tx_init), data.Position(), plateau, False,
-                 config.batch_size, {}, None, '')
+                 config.batch_size, {}, None, False, '')
   step, state, input_position, trainer_state = restored
   plateau.load_json(trainer_state['plateau'])
   step_batch_size = int(trainer_state.get('step_batch_size') or
@@ -186,7 +187,7 @@ def restore(config: ml_collections.ConfigDict, run: workdir_lib.Workdir,
               f'reset: {", ".join(mapping.reset) or "nothing"}' if changes or mapping.used
               else ''))
   return Start(state, position, plateau, bool(trainer_state.get('pending_eval', False)),
-               step_batch_size, changes, step, summary)
+               step_batch_size, changes, step, saved_config is not None, summary)
 
 
 def _initial_state(config: ml_collections.ConfigDict, init: Callable[[], Any],

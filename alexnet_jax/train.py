@@ -302,7 +302,7 @@ def _open_records(config: ml_collections.ConfigDict, run: Workdir,
   """The metric writer; on process 0, the config record (config.json or a history line)."""
   writer = metrics.create_writer(run.path, jax.process_index() == 0)
   if jax.process_index() == 0:
-    if start.resumed_from is None or not run.has_config():
+    if start.resumed_from is None or not start.config_recorded:
       run.write_config(config)
     else:
       run.record_resume(start.resumed_from, start.changes)

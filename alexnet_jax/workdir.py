@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 import ml_collections
+from absl import logging
 
 from alexnet_jax.errors import UserError
 
@@ -60,14 +61,34 @@ class Workdir:
     except FileNotFoundError as e:
       raise UserError(f'{self.config_file} does not exist; --workdir must be a directory written '
                       'by run.py or alexnet_jax.convert.') from e
-    except (OSError, ValueError) as e:
-      raise UserError(f'{self.config_file} is not readable JSON ({e}); restore it, or start a '
-                      'new --workdir.') from e
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, unreadable.
+      raise UserError(f'{self.config_file} is damaged ({type(e).__name__}: {e}); restore it, or '
+                      'rerun run.py with the config that trained this workdir (it writes '
+                      'config.json).') from e
+    if not isinstance(values, dict):
+      raise UserError(f'{self.config_file} is damaged (a JSON {type(values).__name__}, not the '
+                      'config object); restore it, or rerun run.py with the config that trained '
+                      'this workdir.')
     for entry in self.history():
       if step is None or entry['step'] < step:
         for key, (_, new) in entry['changes'].items():
           _set(values, key, new)
     return ml_collections.ConfigDict(values)
+
+  def saved_config(self) -> ml_collections.ConfigDict | None:
+    """For training: the latest config, or None (warned) when it is missing or damaged.
+
+    A run resumed without a usable record compares only the checkpoint's shapes, then writes
+    config.json anew from its own config (`write_config`).
+    """
+    if not self.has_config():
+      return None
+    try:
+      return self.config()
+    except UserError as e:
+      logging.warning('%s Resuming compares only the checkpoint\'s shapes; config.json is '
+                      'written anew from this run\'s config.', e)
+      return None
 
   def history(self) -> list[dict[str, Any]]:
     """The config_history.jsonl entries in file order ([] if there is none)."""

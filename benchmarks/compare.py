@@ -33,6 +33,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
+from alexnet_jax import cli  # noqa: E402
+
 from absl import app, flags  # noqa: E402
 
 CEILING_GFLOPS = 400.0  # Stated fp32 peak of this machine's two cores.
@@ -260,4 +262,4 @@ if __name__ == '__main__':
   _WORKER = flags.DEFINE_enum('worker', None, ['jax', 'torch'], 'Internal: run as a worker.')
   _BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Internal: the worker\'s batch size.')
   _CONTENDERS = flags.DEFINE_list('contenders', [], 'Internal: the worker\'s contenders.')
-  app.run(main)
+  cli.run(main, log_level='info')

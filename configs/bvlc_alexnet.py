@@ -1,6 +1,7 @@
 """Caffe's `bvlc_alexnet`: the paper's two-group network with Caffe's LRN convention.
 
-    python -m alexnet_jax.convert --caffe=bvlc_alexnet.npz --workdir=workdirs/bvlc_alexnet
+    python -m alexnet_jax.convert --caffe=bvlc_alexnet.npz --config=configs/bvlc_alexnet.py \
+        --workdir=workdirs/bvlc_alexnet
 
 Groups 2 in conv2, conv4 and conv5 become the two towers. Caffe's LRN window runs across both
 groups' channels and divides alpha by the window size, with k=1 (bvlc_alexnet never sets k).

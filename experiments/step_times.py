@@ -18,9 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from alexnet_jax import optim, parallel, registry, train  # noqa: E402
+from alexnet_jax import cli, optim, parallel, registry, train  # noqa: E402
 from experiments import sweep as sweep_runner  # noqa: E402
 from experiments import sweeps  # noqa: E402
 
@@ -105,4 +105,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, log_level='info')

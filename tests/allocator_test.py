@@ -117,3 +117,36 @@ def test_a_preloaded_allocator_is_left_alone():
       env={**os.environ, 'PYTHONPATH': ROOT, 'LD_PRELOAD': tcmalloc}, capture_output=True,
       text=True, timeout=60, check=True)
   assert result.stdout.strip() == "malloc is not glibc's (preloaded allocator?); its defaults kept"
+
+
+@pytest.mark.parametrize('jax_platforms,installed,expected', [
+    ('', (), 'cpu'),
+    ('', ('libtpu',), 'tpu'),
+    ('', ('jax_plugins/xla_cuda12',), 'gpu'),
+    ('', ('jax_plugins/xla_rocm',), 'gpu'),
+    ('', ('jax_plugins/xla_other_backend',), 'cpu'),  # Only GPU plugins mean a GPU.
+    ('cpu', ('libtpu',), 'cpu'),  # The environment outranks what is installed.
+    ('cuda,cpu', (), 'cuda'),
+])
+def test_the_platform_is_judged_before_jax_starts(monkeypatch, tmp_path, jax_platforms, installed,
+                                                  expected):
+  for package in installed:  # Fake installs: a package directory on sys.path.
+    (tmp_path / package).mkdir(parents=True)
+    (tmp_path / package / '__init__.py').write_text('')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.setenv('JAX_PLATFORMS', jax_platforms)
+  assert allocator.expected_platform() == expected
+
+
+@glibc_only
+def test_on_an_accelerator_glibcs_defaults_are_kept_unless_tuned_is_asked_for(monkeypatch):
+  # pylint: disable=protected-access
+  monkeypatch.delenv('ALEXNET_JAX_MALLOC', raising=False)
+  monkeypatch.setenv('JAX_PLATFORMS', 'tpu')
+  assert allocator._apply() == ('glibc defaults kept: JAX will run on tpu, and the settings were '
+                                'measured on the CPU only (ALEXNET_JAX_MALLOC=tuned applies them)')
+  monkeypatch.setenv('ALEXNET_JAX_MALLOC', 'tuned')
+  assert 'defaults kept' not in allocator._apply()  # Applied (again, in this process).
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  monkeypatch.delenv('ALEXNET_JAX_MALLOC')
+  assert 'defaults kept' not in allocator._apply()

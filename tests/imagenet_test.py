@@ -17,6 +17,7 @@ from configs import imagenet as imagenet_config
 
 NUM_VAL, TRAIN_PER_CLASS = 8, 4  # The first 8 validation labels are 8 distinct synsets.
 SIZES = ((30, 40), (48, 36), (40, 40))  # Landscape, portrait, square.
+MEAN_CACHE = 'alexnet_jax_mean_24px_20images_islow.npy'  # resize_size 24, mean_num_images 20.
 
 
 def _config(data_dir, manual_dir=None, **input_overrides):
@@ -71,7 +72,7 @@ def test_real_builder_prepares_the_fake_tars_with_the_real_synsets(fake):
   # One epoch is every training image exactly once (32 images, 4 batches of 8).
   labels = collections.Counter(np.concatenate([b['label'] for b in epoch]).tolist())
   assert labels == {label_of[s]: TRAIN_PER_CLASS for s in synsets}
-  assert (root / 'data' / 'imagenet2012' / '5.1.0' / 'alexnet_jax_mean_24px_20images.npy').exists()
+  assert (root / 'data' / 'imagenet2012' / '5.1.0' / MEAN_CACHE).exists()
 
 
 def test_resume_continues_the_exact_data_order_across_epochs(fake):
@@ -162,7 +163,7 @@ def test_eval_images_are_the_centre_crop_minus_the_per_pixel_training_mean(fake)
   decoded = [preprocessing.resize_shorter_side_and_center_crop(
       tf.io.decode_jpeg(r['image']), 24).numpy() for r in records]
   mean = np.mean(decoded, axis=0)
-  cached = np.load(root / 'data' / 'imagenet2012' / '5.1.0' / 'alexnet_jax_mean_24px_20images.npy')
+  cached = np.load(root / 'data' / 'imagenet2012' / '5.1.0' / MEAN_CACHE)
   np.testing.assert_allclose(cached, mean, atol=3.0)  # Crop-aware decode vs the literal §2 path.
   first_val = next(iter(tfds.as_numpy(builder.as_dataset(
       'validation', decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False))))

@@ -199,9 +199,12 @@ def test_an_accepted_change_of_model_keeps_what_still_fits(tmp_path, caplog, bas
   assert Workdir(path).config(step=4).model.fc_features == [32, 32]
 
 
-def test_without_a_saved_config_the_checkpoints_shapes_decide(tmp_path, caplog, base_run):
+@pytest.mark.parametrize('record', ['missing', 'damaged'])
+def test_without_a_saved_config_the_checkpoints_shapes_decide(tmp_path, caplog, base_run, record):
   path = copy_of(base_run, tmp_path)
   os.remove(Workdir(path).config_file)
+  if record == 'damaged':
+    open(Workdir(path).config_file, 'wb').write(b'{"model": {"na')
   config = config_with(**{'model.fc_features': (64, 64)})
   with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(parameter '
                      r'fc6/bias: saved 2x16, this config 2x32\); use a new --workdir'):
@@ -212,6 +215,9 @@ def test_without_a_saved_config_the_checkpoints_shapes_decide(tmp_path, caplog, 
   assert 'carried over: parameters, momentum, plateau state' in resume_line(caplog)
   assert_nothing_moved_aside(path, caplog)
   assert Workdir(path).config().grad_clip_norm == 1.0  # The record starts here.
+  if record == 'damaged':
+    assert any('config.json is damaged (JSONDecodeError' in r.getMessage() and 'written anew'
+               in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.slow

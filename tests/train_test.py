@@ -123,6 +123,7 @@ def test_top_k_errors_against_hand_checked_case():
                              rtol=1e-5)
 
 
+@pytest.mark.accelerator
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch():
   config = tiny_config()
   model = registry.create_model(config.model)
@@ -144,6 +145,7 @@ def _losses(workdir):
   return {r['step']: r['train/loss'] for r in rows if 'train/loss' in r}
 
 
+@pytest.mark.accelerator
 @pytest.mark.slow
 def test_resume_is_exact(tmp_path, mock_fashion_mnist):
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')

@@ -82,8 +82,9 @@ def test_a_missing_or_damaged_config_is_one_line(tmp_path):
     run.config()
   with open(run.config_file, 'w', encoding='utf-8') as f:
     f.write('{"batch_size": 10')
-  with pytest.raises(UserError, match='config.json is not readable JSON'):
+  with pytest.raises(UserError, match=r'config.json is damaged \(JSONDecodeError: '):
     run.config()
+  assert run.saved_config() is None  # Training goes on comparing the checkpoint's shapes.
 
 
 def test_paths_are_defined_here_once(tmp_path):

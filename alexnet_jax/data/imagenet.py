@@ -30,12 +30,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from alexnet_jax.data import Batch, Dataset, Position, preprocessing
+from alexnet_jax.data import Batch, Dataset, Position, ilsvrc_tars, prepared, preprocessing
 from alexnet_jax.errors import UserError
 
 BUILDER_NAME = 'imagenet2012'
 TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
-DOWNLOAD_HELP = ('download them from https://image-net.org/download-images (free registration; '
+DOWNLOAD_HELP = (f'download them from {ilsvrc_tars.DOWNLOAD_URL} (free registration; '
                  'the "Training images (Task 1 & 2)" and "Validation images (all tasks)" files of '
                  'ILSVRC2012, 138 GB and 6.3 GB), put both in one directory and pass it as '
                  '--config.manual_dir=DIR; TFDS prepares them once into data_dir')
@@ -57,11 +57,7 @@ def _check_writable(directory: pathlib.Path) -> None:
 
 def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.DatasetBuilder:
   """The prepared `imagenet2012` builder in `data_dir`, preparing it from `manual_dir` if needed."""
-  try:
-    builder = tfds.builder(BUILDER_NAME, data_dir=data_dir)
-  except PermissionError as e:
-    raise UserError(f'cannot create the TFDS data_dir {data_dir!r} ({e.strerror}); '
-                    'set --config.data_dir to a writable directory.') from e
+  builder = prepared.builder(BUILDER_NAME, data_dir)
   if builder.is_prepared():
     return builder
   where = f'ImageNet ({BUILDER_NAME}) is not prepared in {builder.data_dir_root}'
@@ -78,6 +74,8 @@ def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.D
                     f'{"is" if len(missing) == 1 else "are"} missing from manual_dir {manual}: '
                     f'{DOWNLOAD_HELP}.')
   _check_writable(pathlib.Path(builder.data_dir_root))
+  tars = [manual / tar for tar in TARS]
+  ilsvrc_tars.check_tars(tars)  # Headers only: seconds, before hours of preparation.
   logging.info('Preparing %s from %s into %s (once; hours for the real data).', BUILDER_NAME,
                manual, builder.data_dir_root)
   try:
@@ -86,6 +84,8 @@ def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.D
   except PermissionError as e:
     raise UserError(f'cannot write the prepared data set to {builder.data_dir} ({e.strerror}); '
                     'set --config.data_dir to a writable directory.') from e
+  except ilsvrc_tars.TAR_ERRORS as e:  # TFDS writes into a temporary directory: nothing is left.
+    raise ilsvrc_tars.locate_damage(tars, e) from e
   return builder
 
 
@@ -166,14 +166,21 @@ def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collectio
   """The per-pixel training mean [S, S, 3] (0-255) of the first `mean_num_images` training images.
 
   The records are in the order TFDS wrote them, which TFDS shuffles, so they are a fair sample;
-  every process computes the same array. It is cached next to the prepared data.
+  every process computes the same array. It is cached next to the prepared data (named for the
+  JPEG decoder, libjpeg's accurate IDCT "islow": a mean of other decodes is not reused); a cache
+  file that cannot be read is recomputed.
   """
   size = config.input.resize_size
   count = min(config.input.mean_num_images, builder.info.splits['train'].num_examples)
-  cache = pathlib.Path(builder.data_dir) / f'alexnet_jax_mean_{size}px_{count}images.npy'
+  cache = pathlib.Path(builder.data_dir) / f'alexnet_jax_mean_{size}px_{count}images_islow.npy'
   if cache.exists():
-    mean = np.load(cache)
-    if mean.shape == (size, size, 3):
+    try:
+      mean = np.load(cache)
+    except (OSError, ValueError, EOFError) as e:  # Truncated or overwritten: compute it again.
+      logging.warning('The cached training mean %s is unreadable (%s); recomputing it.', cache,
+                      e)
+      mean = None
+    if mean is not None and mean.shape == (size, size, 3):
       return mean
   logging.info('Computing the per-pixel training mean from %d images into %s.', count, cache)
   records = _records(builder, f'train[:{count}]', deterministic=True)
@@ -181,7 +188,7 @@ def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collectio
       records, lambda example: {'image': decode(example['image'])},
       lambda example: {'image': tf.zeros((size, size, 3))}, deterministic=True)
   total, used = np.zeros((size, size, 3), np.float64), 0
-  for batch in tfds.as_numpy(images.batch(256).prefetch(1)):
+  for batch in prepared.as_numpy(images.batch(256).prefetch(1), builder.data_dir):
     total += batch['image'][batch['valid']].sum(axis=0, dtype=np.float64)
     used += int(batch['valid'].sum())
   if not used:
@@ -272,7 +279,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   def train_batches(start: Position = Position()) -> Iterator[Batch]:
     epoch, offset = start.batch_start(config.batch_size, epoch_size)
     while True:
-      for batch in tfds.as_numpy(epoch_batches(epoch, offset)):
+      for batch in prepared.as_numpy(epoch_batches(epoch, offset), builder.data_dir):
         corrupt = int((~batch.pop('valid')).sum())
         if corrupt:
           counter.add('train', corrupt)
@@ -299,7 +306,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                'real': False}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
     ds = ds.take(eval_steps * local_eval).batch(local_eval).prefetch(2)
-    for batch in tfds.as_numpy(ds):
+    for batch in prepared.as_numpy(ds, builder.data_dir):
       valid, real = batch.pop('valid'), batch.pop('real')
       corrupt = int((real & ~valid).sum())
       if corrupt:
