@@ -77,7 +77,8 @@ def decode_center_square(jpeg: tf.Tensor, size: int, antialias: bool = True) -> 
   """
   shape = tf.image.extract_jpeg_shape(jpeg)
   window = central_square_window(shape[0], shape[1])
-  return resize_square(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), size, antialias)
+  square = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3, dct_method='INTEGER_ACCURATE')
+  return resize_square(square, size, antialias)
 
 
 def crop(image: tf.Tensor, y: tf.Tensor, x: tf.Tensor, size: int) -> tf.Tensor:
@@ -146,7 +147,8 @@ def random_resized_crop(jpeg: tf.Tensor, seed: tf.Tensor, size: int,
       min_object_covered=0.0, aspect_ratio_range=aspect_ratio_range, area_range=area_range,
       max_attempts=10, use_image_if_no_bounding_boxes=True)
   window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
-  return resize_square(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), size, antialias)
+  pixels = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3, dct_method='INTEGER_ACCURATE')
+  return resize_square(pixels, size, antialias)
 
 
 def ten_crops(image: tf.Tensor, size: int) -> tf.Tensor:
