@@ -23,27 +23,65 @@ def central_square_window(height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
   return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
 
 
+# Pillow's fixed-point resampling (src/libImaging/Resample.c): 8-bit results, coefficients with
+# PRECISION_BITS fractional bits, each pass rounded by adding half of the last unit.
+PILLOW_PRECISION_BITS = 32 - 8 - 2
+
+
+def _pillow_bilinear_coefficients(in_size: tf.Tensor, out_size: tf.Tensor
+                                  ) -> tuple[tf.Tensor, tf.Tensor]:
+  """(first input index [out], integer weights [out, taps]) of Pillow's BILINEAR resampling of
+  `in_size` samples to `out_size`: precompute_coeffs and normalize_coeffs_8bpc, operation for
+  operation in float64, so the integer weights are Pillow's."""
+  scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
+  support = tf.maximum(scale, 1.0)  # The filter's support (1) times the downscaling factor.
+  taps = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
+  center = (tf.cast(tf.range(out_size), tf.float64) + 0.5) * scale
+  first = tf.maximum(tf.cast(center - support + 0.5, tf.int32), 0)  # C casts truncate.
+  count = tf.minimum(tf.cast(center + support + 0.5, tf.int32), in_size) - first
+  x = tf.range(taps)[None, :]
+  distance = (tf.cast(x + first[:, None], tf.float64) - center[:, None] + 0.5) * (1.0 / support)
+  weights = tf.where(x < count[:, None], tf.maximum(1.0 - tf.abs(distance), 0.0), 0.0)
+  total = tf.math.cumsum(weights, axis=1)[:, -1:]  # Summed left to right, as the C loop.
+  weights = tf.where(total != 0.0, weights / total, weights)
+  return first, tf.cast(weights * (1 << PILLOW_PRECISION_BITS) + 0.5, tf.int32)
+
+
+def _pillow_pass(image: tf.Tensor, axis: int, out_size: tf.Tensor) -> tf.Tensor:
+  """One of Pillow's two passes over int32 [h, w, C] along `axis` (1: horizontal, 0: vertical)."""
+  in_size = tf.shape(image)[axis]
+  first, weights = _pillow_bilinear_coefficients(in_size, out_size)
+  out_shape = tf.tensor_scatter_nd_update(tf.shape(image), [[axis]], [out_size])
+  weight_shape = tf.stack([out_size if a == axis else 1 for a in range(3)])
+  half = tf.constant(1 << (PILLOW_PRECISION_BITS - 1), tf.int32)
+
+  def add_tap(tap, total):  # Sums < 2^31: 255 * 2^22 plus rounding.
+    pixels = tf.gather(image, tf.minimum(first + tap, in_size - 1), axis=axis)
+    return tap + 1, total + pixels * tf.reshape(weights[:, tap], weight_shape)
+
+  _, total = tf.while_loop(lambda tap, _: tap < tf.shape(weights)[1], add_tap,
+                           (tf.constant(0), tf.fill(out_shape, half)))
+  return tf.clip_by_value(tf.bitwise.right_shift(total, PILLOW_PRECISION_BITS), 0, 255)
+
+
 def resize(image: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int,
            antialias: bool = True) -> tf.Tensor:
   """Bilinear resize of an 8-bit image [h, w, C] to float32 [height, width, C] holding integers
-  in [0, 255], as the 8-bit image libraries the reference implementations used compute it.
+  in [0, 255], computed as the 8-bit image library of the reference implementation does.
 
-  antialias=True: Pillow's BILINEAR (torchvision's Resize on PIL images): a triangle filter as
-  wide as the scale factor, applied along the width, rounded half up to 8 bits, then along the
-  height and rounded again (Pillow's ImagingResample does the two passes in that order). Measured
-  against Pillow 13 on scikit-image's photographs: 0.0-0.3% of the pixels differ, by one level.
+  antialias=True: Pillow's BILINEAR (torchvision's Resize and RandomResizedCrop on PIL images):
+  a triangle filter widened by the downscaling factor, in Pillow's fixed-point arithmetic, the
+  horizontal pass first, each pass rounded to 8 bits: bit for bit Pillow's result
+  (tests/convention_test.py). Pillow >= 13 does the vertical pass first for images whose height
+  shrinks more than twice as much as their width (Pillow PR #9549); there up to 1 level differs.
   antialias=False: OpenCV's INTER_LINEAR (Caffe's convert_imageset, src/caffe/util/io.cpp line
   84): bilinear interpolation between the 2x2 nearest pixels (half-pixel centres), rounded once.
   """
-  rounded = lambda x: tf.clip_by_value(tf.floor(x + 0.5), 0.0, 255.0)
-  image = tf.cast(image, tf.float32)
   if not antialias:
-    return rounded(tf.image.resize(image, tf.stack([height, width]), method='bilinear'))
-  rows = tf.shape(image)[0]
-  image = rounded(tf.image.resize(image, tf.stack([rows, width]), method='bilinear',
-                                  antialias=True))
-  return rounded(tf.image.resize(image, tf.stack([height, width]), method='bilinear',
-                                 antialias=True))
+    resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([height, width]))
+    return tf.clip_by_value(tf.floor(resized + 0.5), 0.0, 255.0)
+  pixels = _pillow_pass(tf.cast(image, tf.int32), 1, width)
+  return tf.cast(_pillow_pass(pixels, 0, height), tf.float32)
 
 
 def resize_square(image: tf.Tensor, size: int, antialias: bool = True) -> tf.Tensor:
