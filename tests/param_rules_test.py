@@ -166,3 +166,11 @@ def test_bad_rules_are_user_errors(rules, message):
 
 def test_rules_read_back_from_config_json_lists():
   assert param_rules.parse([['.*/bias', 2, 0]]) == (('.*/bias', 2.0, 0.0),)
+
+
+def test_config_checks_reject_a_malformed_rule_before_any_compute():
+  from alexnet_jax import config_checks
+  from tests.conftest import tiny_config
+  config = tiny_config(param_rules=(('.*/bias', 2.0),))
+  with pytest.raises(UserError, match=r'config.param_rules\[0\]'):
+    config_checks.validate(config)

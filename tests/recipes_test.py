@@ -99,3 +99,14 @@ def test_learning_rate_schedules(recipe, steps_per_epoch, points):
 
 def test_the_paper_treats_biases_like_weights():
   assert _config('paper').param_rules == ()  # Biases decayed, the weights' learning rate.
+
+
+@pytest.mark.parametrize('override,message', [
+    ({'lr_step_factor': 10.0}, 'lr_step_factor'), ({'lr_step_every_steps': -1}, 'every_steps')])
+def test_bad_step_schedules_are_user_errors(override, message):
+  from alexnet_jax import config_checks
+  from alexnet_jax.errors import UserError
+  config = _config('caffe')
+  config.update(override)
+  with pytest.raises(UserError, match=message):
+    config_checks.validate(config)
