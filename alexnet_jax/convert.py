@@ -16,9 +16,10 @@
   Without it the model subtracts that file's per-channel means (CAFFE_MEAN_BGR).
 Widths and class count are read from the weights; the input convention (config.input: channel
 order, pixel scale, mean, std, resize, crop, test views) is the source's, from its config file,
-so `predict` feeds the model what it was trained on, with no ImageNet data on the machine. The workdir gets `config.json` and step 0 in
-`checkpoints/`, so predict, features, figures, ensemble, fine-tuning (config.finetune.init_from)
-and `run.py` itself (which resumes from step 0) all take it.
+so `predict` feeds the model what it was trained on, with no ImageNet data on the machine. The
+workdir gets `config.json` and step 0 in `checkpoints/`, so predict, features, figures, ensemble,
+fine-tuning (config.finetune.init_from) and `run.py` itself (which resumes from step 0) all take
+it.
 
 Both sources store PyTorch/Caffe layouts, converted here:
   conv weights [out, in/groups, kh, kw] (OIHW)  -> per tower [towers, kh, kw, in/groups, out/towers]

@@ -152,7 +152,7 @@ CUDA_CONVNET2 = Recipe('cuda_convnet2', "Krizhevsky's cuda-convnet2, 2-GPU model
          '3.2, 20 x the weights\' in the four quarters; the config keeps 2x throughout',
          reproduced=False),
     Fact('batch_size', 128, 'cuda-convnet2 convnet.py line 253', '--mini default 128'),
-    Fact('num_epochs', 90, _P + 'Training (§5)', 'a command-line flag, not recorded: the paper\'s'),
+    Fact('num_epochs', 90, _P + 'Training (§5)', "a command-line flag, not recorded: the paper's"),
     Fact('input.image_size', 227, 'cuda-convnet2 convnet.py line 259; layer.py line 1097',
          '--inner-size is a flag, not recorded; the paper\'s 224 with the parser\'s rounded-up '
          'conv1 output (55) is a 227 input with 3 zero rows and columns'),

@@ -93,7 +93,8 @@ CONV, FC = (48, 128, 192, 192, 128), (512, 512)  # Half and an eighth of the pap
 def _params(weight_init, towers=2, conv=CONV, fc=FC):
   model = models.AlexNet(weight_init=weight_init, towers=towers, conv_features=conv,
                          fc_features=fc)
-  return jax.jit(lambda: model.init(jax.random.key(0), np.zeros((1, 67, 67, 3)))['params'])()  # pool5: 1x1.
+  images = np.zeros((1, 67, 67, 3))  # pool5: 1x1.
+  return jax.jit(lambda: model.init(jax.random.key(0), images)['params'])()
 
 
 # (weight std, bias) per layer, as docs/paper.md's tables give them.

@@ -23,7 +23,7 @@ config.input keys (the defaults are the paper's):
                   pixel_range scale (a converted Caffe model ships one); a relative path is relative
                   to the workdir of a loaded model. None: computed from the training set.
   std             per-channel divisor after the mean, in channel_order (torchvision) | None.
-  augmentation    'paper': random image_size crops of the resized image + mirror | 
+  augmentation    'paper': random image_size crops of the resized image + mirror |
                   'random_resized_crop': Inception-style crops of the original (torchvision).
   eval_crops      'center' | 'ten' (4 corners + centre, each mirrored).
 
