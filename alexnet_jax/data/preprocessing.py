@@ -6,7 +6,9 @@ choices take an explicit stateless seed (int64 [2]), so a training example's aug
 function of (config seed, epoch, position) and resuming reproduces it exactly.
 """
 
+import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 # "Fancy PCA" lighting constants for RGB pixels in [0, 1] (fb.resnet.torch's values; see
 # docs/paper.md, Augmentation (§4.1)): the eigenvalues of the ImageNet pixel covariance and the
@@ -23,65 +25,35 @@ def central_square_window(height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
   return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
 
 
-# Pillow's fixed-point resampling (src/libImaging/Resample.c): 8-bit results, coefficients with
-# PRECISION_BITS fractional bits, each pass rounded by adding half of the last unit.
-PILLOW_PRECISION_BITS = 32 - 8 - 2
-
-
-def _pillow_bilinear_coefficients(in_size: tf.Tensor, out_size: tf.Tensor
-                                  ) -> tuple[tf.Tensor, tf.Tensor]:
-  """(first input index [out], integer weights [out, taps]) of Pillow's BILINEAR resampling of
-  `in_size` samples to `out_size`: precompute_coeffs and normalize_coeffs_8bpc, operation for
-  operation in float64, so the integer weights are Pillow's."""
-  scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
-  support = tf.maximum(scale, 1.0)  # The filter's support (1) times the downscaling factor.
-  taps = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
-  center = (tf.cast(tf.range(out_size), tf.float64) + 0.5) * scale
-  first = tf.maximum(tf.cast(center - support + 0.5, tf.int32), 0)  # C casts truncate.
-  count = tf.minimum(tf.cast(center + support + 0.5, tf.int32), in_size) - first
-  x = tf.range(taps)[None, :]
-  distance = (tf.cast(x + first[:, None], tf.float64) - center[:, None] + 0.5) * (1.0 / support)
-  weights = tf.where(x < count[:, None], tf.maximum(1.0 - tf.abs(distance), 0.0), 0.0)
-  total = tf.math.cumsum(weights, axis=1)[:, -1:]  # Summed left to right, as the C loop.
-  weights = tf.where(total != 0.0, weights / total, weights)
-  return first, tf.cast(weights * (1 << PILLOW_PRECISION_BITS) + 0.5, tf.int32)
-
-
-def _pillow_pass(image: tf.Tensor, axis: int, out_size: tf.Tensor) -> tf.Tensor:
-  """One of Pillow's two passes over int32 [h, w, C] along `axis` (1: horizontal, 0: vertical)."""
-  in_size = tf.shape(image)[axis]
-  first, weights = _pillow_bilinear_coefficients(in_size, out_size)
-  out_shape = tf.tensor_scatter_nd_update(tf.shape(image), [[axis]], [out_size])
-  weight_shape = tf.stack([out_size if a == axis else 1 for a in range(3)])
-  half = tf.constant(1 << (PILLOW_PRECISION_BITS - 1), tf.int32)
-
-  def add_tap(tap, total):  # Sums < 2^31: 255 * 2^22 plus rounding.
-    pixels = tf.gather(image, tf.minimum(first + tap, in_size - 1), axis=axis)
-    return tap + 1, total + pixels * tf.reshape(weights[:, tap], weight_shape)
-
-  _, total = tf.while_loop(lambda tap, _: tap < tf.shape(weights)[1], add_tap,
-                           (tf.constant(0), tf.fill(out_shape, half)))
-  return tf.clip_by_value(tf.bitwise.right_shift(total, PILLOW_PRECISION_BITS), 0, 255)
+def _pillow_bilinear(pixels: np.ndarray, height: np.ndarray, width: np.ndarray) -> np.ndarray:
+  """uint8 [h, w, C] -> float32 [height, width, C]: Pillow's Image.resize with BILINEAR."""
+  channels = pixels.shape[-1]
+  image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+  resized = np.asarray(image.resize((int(width), int(height)), Image.BILINEAR), np.float32)
+  return resized.reshape(int(height), int(width), channels)
 
 
 def resize(image: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int,
            antialias: bool = True) -> tf.Tensor:
   """Bilinear resize of an 8-bit image [h, w, C] to float32 [height, width, C] holding integers
-  in [0, 255], computed as the 8-bit image library of the reference implementation does.
+  in [0, 255], computed by the 8-bit image library of the reference implementation.
 
-  antialias=True: Pillow's BILINEAR (torchvision's Resize and RandomResizedCrop on PIL images):
-  a triangle filter widened by the downscaling factor, in Pillow's fixed-point arithmetic, the
-  horizontal pass first, each pass rounded to 8 bits: bit for bit Pillow's result
-  (tests/convention_test.py). Pillow >= 13 does the vertical pass first for images whose height
-  shrinks more than twice as much as their width (Pillow PR #9549); there up to 1 level differs.
+  antialias=True: Pillow's own `Image.resize(..., BILINEAR)` (inside the graph through
+  tf.numpy_function; Pillow releases the GIL while it resizes): the filter torchvision's Resize
+  and RandomResizedCrop apply to PIL images, a triangle widened by the downscaling factor, in
+  fixed-point arithmetic, rounded to 8 bits after each of its two passes. A float resize
+  (tf.image.resize's antialiased bilinear) differs from it by one level on 10-20% of the pixels,
+  which moves a converted torchvision model's probabilities by ~1e-3.
   antialias=False: OpenCV's INTER_LINEAR (Caffe's convert_imageset, src/caffe/util/io.cpp line
   84): bilinear interpolation between the 2x2 nearest pixels (half-pixel centres), rounded once.
   """
   if not antialias:
     resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([height, width]))
     return tf.clip_by_value(tf.floor(resized + 0.5), 0.0, 255.0)
-  pixels = _pillow_pass(tf.cast(image, tf.int32), 1, width)
-  return tf.cast(_pillow_pass(pixels, 0, height), tf.float32)
+  resized = tf.numpy_function(_pillow_bilinear, [tf.cast(image, tf.uint8), height, width],
+                              tf.float32, stateful=False)
+  static = lambda size: size if isinstance(size, int) else None
+  return tf.ensure_shape(resized, (static(height), static(width), image.shape[-1]))
 
 
 def resize_square(image: tf.Tensor, size: int, antialias: bool = True) -> tf.Tensor:
