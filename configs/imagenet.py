@@ -47,9 +47,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rate = 0.01
   config.momentum = 0.9
   config.weight_decay = 5e-4
+  # (path regex, lr multiplier, weight-decay multiplier) per parameter, first match wins
+  # (alexnet_jax/param_rules.py); () = every parameter alike, biases decayed: the paper.
+  config.param_rules = ()
   config.batch_size = 128  # Global batch size.
   config.lr_schedule = 'plateau'  # plateau (§5) | step | cosine | constant.
-  config.lr_step_epochs = (30, 60, 80)  # For 'step': divide by 10 at these epochs.
+  config.lr_step_epochs = (30, 60, 80)  # For 'step': multiply by lr_step_factor at these epochs,
+  config.lr_step_every_steps = 0  # or, if > 0, every this many steps (Caffe's `stepsize`).
+  config.lr_step_factor = 0.1
   config.plateau_patience = 2  # For 'plateau': evaluations without improvement before /10.
   config.plateau_min_delta = 0.001  # Improvement in eval top-1 error that counts.
   config.plateau_max_reductions = 3  # The paper divided the learning rate three times.
