@@ -11,7 +11,12 @@
                                       for name in net.params
                                       for i, kind in enumerate(('weight', 'bias'))})
   Model: configs/bvlc_alexnet.py; each group becomes a tower.
-Widths and class count are read from the weights. The workdir gets `config.json` and step 0 in
+--caffe_mean: the mean image the Caffe model subtracts, as pycaffe holds it ([3, 256, 256], BGR,
+  0-255: Caffe's python/caffe/imagenet/ilsvrc_2012_mean.npy); stored in the workdir as mean.npy.
+  Without it the model subtracts that file's per-channel means (CAFFE_MEAN_BGR).
+Widths and class count are read from the weights; the input convention (config.input: channel
+order, pixel scale, mean, std, resize, crop, test views) is the source's, from its config file,
+so `predict` feeds the model what it was trained on, with no ImageNet data on the machine. The workdir gets `config.json` and step 0 in
 `checkpoints/`, so predict, features, figures, ensemble, fine-tuning (config.finetune.init_from)
 and `run.py` itself (which resumes from step 0) all take it.
 
@@ -111,8 +116,43 @@ def check_shapes(model: models.AlexNet, params: dict, image_size: int, channels:
       'belong to this architecture.'))
 
 
-def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict) -> None:
-  """config.json and checkpoint step 0 (zero optimizer state), as run.py would have written."""
+MEAN_FILE = 'mean.npy'  # A converted workdir's per-pixel mean image (config.input.mean_file).
+# Caffe's ILSVRC-2012 mean image, python/caffe/imagenet/ilsvrc_2012_mean.npy ([3, 256, 256], BGR,
+# 0-255), averaged per channel: what a converted Caffe model subtracts without --caffe_mean.
+CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+
+
+def caffe_mean_image(blob: np.ndarray) -> np.ndarray:
+  """float32 [S, S, 3] (BGR, 0-255) from pycaffe's mean layout [3, S, S] or [1, 3, S, S]."""
+  blob = np.asarray(blob, np.float32)
+  if blob.ndim == 4 and blob.shape[0] == 1:
+    blob = blob[0]
+  if blob.ndim != 3 or blob.shape[0] != 3 or blob.shape[1] != blob.shape[2]:
+    raise UserError(f'the Caffe mean has shape {blob.shape}; expected [3, S, S] or [1, 3, S, S] '
+                    '(python/caffe/imagenet/ilsvrc_2012_mean.npy, or caffe.io.blobproto_to_array '
+                    'of imagenet_mean.binaryproto).')
+  return blob.transpose(1, 2, 0)
+
+
+def with_caffe_mean(config: ml_collections.ConfigDict, mean_BGR: np.ndarray | None
+                    ) -> ml_collections.ConfigDict:
+  """`config` (Caffe's convention) subtracting `mean_BGR` [S, S, 3], which write_workdir stores
+  as MEAN_FILE; without one, the per-channel means of Caffe's own mean image."""
+  config = config.copy_and_resolve_references()
+  if mean_BGR is None:
+    config.input.mean_subtraction = 'per_channel'
+    config.input.mean_values = CAFFE_MEAN_BGR
+  else:
+    config.input.mean_subtraction = 'per_pixel'
+    config.input.mean_file = MEAN_FILE
+    config.input.resize_size = mean_BGR.shape[0]
+  return config
+
+
+def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
+                  mean: np.ndarray | None = None) -> None:
+  """config.json and checkpoint step 0 (zero optimizer state), as run.py would have written; and
+  `mean`, the per-pixel input mean, as MEAN_FILE."""
   model = registry.create_model(config.model)
   check_shapes(model, params, config.input.image_size, params['conv1']['kernel'].shape[-2])
   tx = train.create_optimizer(config)
@@ -126,6 +166,8 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict)
   ckpt.save(0, state, {'step': 0}, {'plateau': plateau.to_json()})
   ckpt.wait_until_finished()
   ckpt.close()
+  if mean is not None:
+    np.save(os.path.join(workdir, MEAN_FILE), mean.astype(np.float32))
   with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
     f.write(config.to_json_best_effort(indent=2))
 
@@ -161,7 +203,13 @@ def main(argv):
       weights, base = caffe_weights(_load_arrays(FLAGS.caffe)), bvlc_alexnet
     towers = 1 if FLAGS.torchvision else 2
     params = convert(weights, towers)
-    write_workdir(FLAGS.workdir, model_config_for(params, base.get_config()), params)
+    config, mean = model_config_for(params, base.get_config()), None
+    if FLAGS.caffe:
+      mean = caffe_mean_image(np.load(FLAGS.caffe_mean)) if FLAGS.caffe_mean else None
+      config = with_caffe_mean(config, mean)
+      if mean is None:
+        print(f'no --caffe_mean: subtracting its per-channel values {CAFFE_MEAN_BGR} (BGR)')
+    write_workdir(FLAGS.workdir, config, params, mean)
     print(f'wrote {FLAGS.workdir}/config.json and {FLAGS.workdir}/checkpoints/0')
 
 
@@ -169,6 +217,8 @@ def _define_flags() -> None:
   # Defined only when run as a command: the module is also imported as a library.
   flags.DEFINE_string('torchvision', None, 'torchvision alexnet state_dict (.pth or .npz).')
   flags.DEFINE_string('caffe', None, 'bvlc_alexnet blobs as .npz (see the module docstring).')
+  flags.DEFINE_string('caffe_mean', None, "Caffe's mean image as .npy, [3, 256, 256] BGR "
+                      '(python/caffe/imagenet/ilsvrc_2012_mean.npy); default: its channel means.')
   flags.DEFINE_string('workdir', None, 'New directory for config.json and the checkpoint.')
 
 

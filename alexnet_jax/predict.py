@@ -3,7 +3,8 @@
     python -m alexnet_jax.predict --workdir=workdirs/default shirt.png boot.jpg
 
 Each image gets the evaluation preprocessing of the model's data set (the centre view, or the ten
-crops when the config evaluates with ten), the softmax averaged over the crops, and prints
+crops when the config evaluates with ten; for ImageNet models the input convention of
+config.input, alexnet_jax/data/convention.py), the softmax averaged over the crops, and prints
 
     shirt.png
       1. Shirt              71.20%
@@ -21,11 +22,13 @@ from typing import TextIO
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from alexnet_jax import data, trained_model  # noqa: E402
+from alexnet_jax.data import convention  # noqa: E402
 from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 
@@ -73,6 +76,20 @@ def predict_files(trained: trained_model.TrainedModel,
   return failed
 
 
+def image_preprocessor(config: ml_collections.ConfigDict) -> Callable[[np.ndarray], np.ndarray]:
+  """The config's evaluation input for one decoded image. Without the data set where the config
+  carries its whole input convention (a converted model: the mean in the config or a file of
+  the workdir); otherwise the data set's own, which may need it prepared (a training mean)."""
+  preprocess = convention.offline_preprocessor(config)
+  if preprocess is not None:
+    return preprocess
+  dataset = data.create_dataset(config)
+  if dataset.preprocess_image is None:
+    raise UserError(f'the {config.dataset} input pipeline offers no single-image '
+                    'preprocessing yet, so predict cannot reproduce its evaluation input.')
+  return dataset.preprocess_image
+
+
 FLAGS = flags.FLAGS
 
 
@@ -83,11 +100,7 @@ def main(argv):
     if not paths:
       raise UserError('no images given: python -m alexnet_jax.predict --workdir=DIR IMAGE...')
     trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
-    dataset = data.create_dataset(trained.config)
-    if dataset.preprocess_image is None:
-      raise UserError(f'the {trained.config.dataset} input pipeline offers no single-image '
-                      'preprocessing yet, so predict cannot reproduce its evaluation input.')
-    failed = predict_files(trained, dataset.preprocess_image, paths, FLAGS.top_k)
+    failed = predict_files(trained, image_preprocessor(trained.config), paths, FLAGS.top_k)
   sys.exit(1 if failed else 0)
 
 

@@ -18,6 +18,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from alexnet_jax import checkpoint, data, registry
+from alexnet_jax.data import convention
 from alexnet_jax.errors import UserError
 
 
@@ -74,7 +75,7 @@ def load(workdir: str | None = None, checkpoint_path: str | None = None) -> Trai
   if bool(workdir) == bool(checkpoint_path):
     raise UserError('pass exactly one of --workdir=DIR or --checkpoint=DIR/checkpoints/STEP.')
   workdir, step = split_checkpoint_path(workdir or checkpoint_path)
-  config = load_config(workdir)
+  config = convention.resolve_paths(load_config(workdir), workdir)  # The workdir's mean file.
   names = class_names(config)
   model = registry.create_model(config.model, len(names))
   shape = data.image_shape(config)
