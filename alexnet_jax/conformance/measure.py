@@ -3,6 +3,8 @@
 - activations: ratios of constant inputs classify f in next_input = f(layer output);
 - lrns: one channel swept over 1e-2..1e4 fitted to a / (k + alpha a^2)^beta; a large value in one
   channel over a small background shows the window n and where it stops (tower edges);
+  lrn_inputs: whether a large negative neighbour still normalizes (LRN before the ReLU);
+- same_map_norms: one channel's plane swept the same way, at an interior and a corner position;
 - poolings: single spikes show a max-pool's window and stride;
 - dropouts: train=True against train=False shows the zeroed fraction and the scale of the rest;
 - channels_seen: each layer on its own, all-ones weights, the input channels the gradient of one
@@ -44,10 +46,9 @@ def activations(probe: Probe) -> list[str]:
 
 def _lrn_model(probe: Probe) -> nn.Module:
   # The LRN follows the activation; a ReLU passes the large probe values a saturating
-  # activation would squash, so the LRN is probed with the activation switched to ReLU.
-  if getattr(probe.model, 'activation', 'relu') == 'relu':
-    return probe.model
-  return probe.model.clone(activation='relu')
+  # activation would squash, so the LRN is probed with the activation switched to ReLU (and
+  # without cuda-convnet2's same-map normalization, which large values would also trigger).
+  return probe.variant(activation='relu', conv2_rnorm=False)
 
 
 def lrns(probe: Probe) -> dict[int, dict[str, Any] | None]:
@@ -70,23 +71,31 @@ def _centre(probe: Probe, index: int) -> int:
   return jax.tree.leaves(probe.traces[index].outputs)[0].shape[-1] // 2
 
 
+AMPLITUDES = np.logspace(-2, 4, 25)  # Swept values: from linear to deep in the power law.
+
+
+def _swept_centre(probe: Probe, layers: list[int], model: nn.Module) -> dict[int, np.ndarray]:
+  """For each of `layers`: its centre channel a constant plane at each of AMPLITUDES (the other
+  channels zero), through what follows it in `model`."""
+  crafted = {}
+  for i in layers:
+    values = np.zeros((len(AMPLITUDES), probe.traces[i].output_channels))
+    values[:, _centre(probe, i)] = AMPLITUDES
+    crafted[i] = probe.constant(i, values)
+  return probe.between(crafted, model=model)
+
+
 def _lrn_constants(probe: Probe, model: nn.Module, conv: list[int]
                    ) -> dict[int, dict[str, Any] | None]:
   """One non-zero channel: the window sum is a^2 whatever the window; fits k, alpha, beta."""
-  amplitudes = np.logspace(-2, 4, 25)
-  crafted = {}
-  for i in conv:
-    values = np.zeros((len(amplitudes), probe.traces[i].output_channels))
-    values[:, _centre(probe, i)] = amplitudes
-    crafted[i] = probe.constant(i, values)
-  outputs = probe.between(crafted, model=model)
+  outputs = _swept_centre(probe, conv, model)
   result: dict[int, dict[str, Any] | None] = {}
   for i in conv:
-    ratio = outputs[i].reshape(len(amplitudes), -1).max(axis=1) / amplitudes
+    ratio = outputs[i].reshape(len(AMPLITUDES), -1).max(axis=1) / AMPLITUDES
     if np.allclose(ratio, 1.0, rtol=1e-5):
       result[i] = None
       continue
-    fit = fit_lrn(amplitudes, ratio)
+    fit = fit_lrn(AMPLITUDES, ratio)
     result[i] = {'error': 'not of the LRN form'} if fit is None else dict(
         zip(('k', 'alpha', 'beta'), fit), n=0, groups=[])
   return result
@@ -140,6 +149,80 @@ def _reached(probe: Probe, spikes: dict[int, list[list[int]]], model: nn.Module
     result[i] = [set(np.flatnonzero(at_origin[row] < 0.99 * at_origin[0]))
                  for row in range(1, len(spikes[i]) + 1)]
   return result
+
+
+def lrn_inputs(probe: Probe, lrns_: dict[int, dict[str, Any] | None]) -> dict[int, str]:
+  """Per layer with an LRN: 'ReLU outputs', or 'signed responses' when the LRN comes before the
+  ReLU (cuda-convnet2's conv1): then a large negative neighbour still divides a channel."""
+  layers = [i for i, lrn in lrns_.items() if lrn and 'error' not in lrn]
+  crafted = {}
+  for i in layers:
+    values = np.zeros((2, probe.traces[i].output_channels))
+    values[:, _centre(probe, i)] = 1.0
+    values[1, _centre(probe, i) + 1] = -1e3  # Within any window of n >= 3.
+    crafted[i] = probe.constant(i, values)
+  outputs = probe.between(crafted, model=_lrn_model(probe))
+  result = {}
+  for i in layers:
+    at_origin = outputs[i][(slice(None),) + (0,) * (outputs[i].ndim - 2)]
+    centre = at_origin[:, _centre(probe, i)]
+    result[i] = 'signed responses' if centre[1] < 0.99 * centre[0] else 'ReLU outputs'
+  return result
+
+
+def same_map_norms(probe: Probe) -> dict[int, dict[str, float] | None]:
+  """Per conv layer: cuda-convnet2's `rnorm` constants (size, scale, pow, min_div) of a
+  normalization within each map, b = a / (min_div + scale / size^2 * sum of a^2 over the size x
+  size neighbourhood)^pow; None when there is none.
+
+  One channel is a constant plane swept over 1e-2..1e4 (the LRN switched off): an interior
+  position's window holds size^2 values, the corner's (size // 2 + 1)^2, so fitted alphas of
+  scale and scale (size // 2 + 1)^2 / size^2 give both. After a max-pool the least normalized
+  position of a cell wins, which is the corner of the corner cell.
+  """
+  conv = _spatially_normalized(probe)
+  if not conv:
+    return {i: None for i, t in enumerate(probe.traces) if t.is_spatial}
+  outputs = _swept_centre(probe, conv, probe.variant(activation='relu', lrn=False))
+  result: dict[int, dict[str, float] | None] = {
+      i: None for i, t in enumerate(probe.traces) if t.is_spatial}
+  for i in conv:
+    out = outputs[i][..., _centre(probe, i)]  # [amplitudes, H, W]
+    middle = tuple(d // 2 for d in out.shape[1:])
+    interior = fit_lrn(AMPLITUDES, out[(slice(None),) + middle] / AMPLITUDES)
+    corner = fit_lrn(AMPLITUDES, out[:, 0, 0] / AMPLITUDES)
+    if np.allclose(out[(slice(None),) + middle] / AMPLITUDES, 1.0, rtol=1e-5):
+      result[i] = None
+    elif interior is None or corner is None:
+      result[i] = {'error': 'not of the rnorm form'}
+    else:
+      result[i] = _rnorm_constants(interior, corner[1])
+  return result
+
+
+def _spatially_normalized(probe: Probe) -> list[int]:
+  """The conv layers after which a constant plane does not stay constant: everything else that
+  lies between layers (activation, LRN, pooling) treats every position alike. Runs the model as
+  it is, already compiled for the other probes."""
+  conv = [i for i, t in enumerate(probe.traces) if t.is_spatial
+          and len(probe.next_input_shape(i)) == 3]
+  crafted = {}
+  for i in conv:
+    values = np.zeros((2, probe.traces[i].output_channels))
+    values[:, _centre(probe, i)] = (1e2, 1e3)
+    crafted[i] = probe.constant(i, values)
+  outputs = probe.between(crafted)
+  return [i for i in conv
+          if not np.allclose(outputs[i], outputs[i][:, :1, :1], rtol=1e-5, atol=0)]
+
+
+def _rnorm_constants(interior: tuple[float, float, float], corner_alpha: float
+                     ) -> dict[str, float]:
+  k, alpha, beta = interior
+  ratio = alpha / corner_alpha  # size^2 / (size // 2 + 1)^2
+  size = next((s for s in range(3, 16, 2) if abs(s * s / (s // 2 + 1) ** 2 / ratio - 1) < 0.02),
+              0)
+  return {'size': size, 'scale': alpha, 'pow': beta, 'min_div': k}
 
 
 def fit_lrn(amplitudes: np.ndarray, ratio: np.ndarray) -> tuple[float, float, float] | None:

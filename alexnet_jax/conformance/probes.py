@@ -93,8 +93,8 @@ class Probe:
     self.variables = variables
     self.image_shape = image_shape
     self.traces = self._trace()
-    # (train, id(model)) -> (model, compiled); the model is kept so that its id stays unique.
-    self._compiled: dict[tuple, tuple[nn.Module, Callable]] = {}
+    self._compiled: dict[tuple, Callable] = {}  # (train, id(model)) -> compiled `_between`.
+    self._variants: dict[tuple, nn.Module] = {}  # Kept alive: their ids key `_compiled`.
 
   def _trace(self) -> list[LayerTrace]:
     names = list(self.variables['params'])
@@ -115,6 +115,16 @@ class Probe:
       jax.eval_shape(lambda v, x: self.model.apply(v, x, train=False), self.variables, images)
     return traces
 
+  def variant(self, **fields: Any) -> nn.Module:
+    """The model with those of `fields` it has (e.g. activation='relu', lrn=False), so that one
+    part is probed without another; the same object for the same fields."""
+    fields = {k: v for k, v in sorted(fields.items())
+              if hasattr(self.model, k) and getattr(self.model, k) != v}
+    key = tuple(fields.items())
+    if key not in self._variants:
+      self._variants[key] = self.model.clone(**fields) if fields else self.model
+    return self._variants[key]
+
   def next_input_shape(self, index: int) -> tuple[int, ...]:
     """The input shape of the layer after `index`; () after the last."""
     if index + 1 < len(self.traces):
@@ -134,6 +144,8 @@ class Probe:
     """Layer i outputs `crafted[i]` (its towers' channels concatenated, any batch size); returns
     for each such i the next layer's input (channels concatenated), or the model's output after
     the last layer. Layers without crafted outputs output zeros; no layer is computed."""
+    if not crafted:
+      return {}
     run = self._compiled_between(train, model or self.model)
     rows = max(len(v) for v in crafted.values())
     outputs: dict[int, list[np.ndarray]] = {i: [] for i in crafted}
@@ -152,8 +164,8 @@ class Probe:
   def _compiled_between(self, train: bool, model: nn.Module) -> Callable:
     key = (train, id(model))
     if key not in self._compiled:
-      self._compiled[key] = (model, jax.jit(functools.partial(self._between, train, model)))
-    return self._compiled[key][1]
+      self._compiled[key] = jax.jit(functools.partial(self._between, train, model))
+    return self._compiled[key]
 
   def _between(self, train: bool, model: nn.Module, crafted: list[jax.Array]) -> list[jax.Array]:
     names = [t.name for t in self.traces]
