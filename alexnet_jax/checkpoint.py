@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 
+from alexnet_jax import trees
 from alexnet_jax.errors import UserError
 
 MAX_CONSECUTIVE_FAILED_SAVES = 3
@@ -202,7 +203,7 @@ _checksum_tree = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
 def state_checksums(state: Any) -> dict[str, int]:
   """{'params/conv1/kernel': checksum, ...} for every array of `state`."""
   sums = jax.device_get(_checksum_tree(state))
-  return {name: int(value) for name, value in _flatten(sums)}
+  return {name: int(value) for name, value in trees.flatten(sums)}
 
 
 def one_line(error: BaseException) -> str:
@@ -269,26 +270,9 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
 
 
 def _check_same_params(directory: str, saved_params: Any, expected_params: Any) -> None:
-  saved, expected = dict(_flatten(saved_params)), dict(_flatten(expected_params))
-  for name in sorted(set(saved) | set(expected)):
-    saved_shape = getattr(saved.get(name), 'shape', None)
-    expected_shape = getattr(expected.get(name), 'shape', None)
-    if saved_shape is None or expected_shape is None or tuple(saved_shape) != tuple(
-        expected_shape):
-      raise UserError(
-          f'{directory} holds a checkpoint of a different model (parameter {name}: '
-          f'saved {_shape_str(saved_shape)}, this config {_shape_str(expected_shape)}); '
-          'use a new --workdir or the config that wrote it.')
-
-
-def _flatten(tree: Any) -> list[tuple[str, Any]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return [('/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
-                    for k in path), leaf) for path, leaf in leaves]
-
-
-def _shape_str(shape) -> str:
-  return 'nothing' if shape is None else 'x'.join(map(str, shape)) or 'scalar'
+  trees.check_same_shapes(saved_params, expected_params, lambda name, saved, expected: (
+      f'{directory} holds a checkpoint of a different model (parameter {name}: saved {saved}, '
+      f'this config {expected}); use a new --workdir or the config that wrote it.'))
 
 
 def read_params(path: str) -> Any:

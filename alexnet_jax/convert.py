@@ -43,7 +43,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from alexnet_jax import checkpoint, cli, models, registry, train  # noqa: E402
+from alexnet_jax import checkpoint, cli, models, registry, train, trees  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
 
 LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
@@ -113,14 +113,12 @@ def model_config_for(params: dict, base: ml_collections.ConfigDict) -> ml_collec
 
 
 def check_shapes(model: models.AlexNet, params: dict, image_size: int, channels: int) -> None:
+  """Raises UserError when converted `params` do not have `model`'s parameter shapes."""
   expected = jax.eval_shape(lambda: model.init(
       jax.random.key(0), np.zeros((1, image_size, image_size, channels), np.float32)))['params']
-  for layer in LAYERS:
-    for name in ('kernel', 'bias'):
-      want, got = expected[layer][name].shape, params[layer][name].shape
-      if want != got:
-        raise UserError(f'{layer}.{name} has shape {got} after conversion, the model expects '
-                        f'{want}: the weights do not belong to this architecture.')
+  trees.check_same_shapes(params, expected, lambda name, got, want: (
+      f'{name} has shape {got} after conversion, the model expects {want}: the weights do not '
+      'belong to this architecture.'))
 
 
 MEAN_FILE = 'mean.npy'  # A converted workdir's per-pixel mean image (config.input.mean_file).
