@@ -51,9 +51,10 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from alexnet_jax import cli
 from alexnet_jax.errors import UserError, exit_on_user_error
 
 # JAX, TensorFlow and the model code are imported inside the worker's functions only: the parent
@@ -512,8 +513,7 @@ def run_check(args: Sequence[str], options: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses arguments.
   with exit_on_user_error():
     sections = tuple(_SECTIONS.value)
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -576,4 +576,4 @@ if __name__ == '__main__':
   _PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 20, 'Timed input batches of 128.')
   _WORKER_OUT = flags.DEFINE_string('worker_out', None, 'Internal: the measuring process writes '
                                     'its results here.')
-  app.run(main)
+  cli.run(main, log_level='info')
