@@ -51,9 +51,10 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from alexnet_jax import cli
 from alexnet_jax.errors import UserError, exit_on_user_error
 
 # JAX, TensorFlow and the model code are imported inside the worker's functions only: the parent
@@ -286,15 +287,15 @@ def _layout_rows(config, layouts: Sequence[tuple[int, int, str]] | None, batch_s
   return rows
 
 
-def _pipeline_row(workdir: str, images_per_class: int, batches: int,
+def _pipeline_row(config, workdir: str, images_per_class: int, batches: int,
                   step_images_per_sec: float | None, devices_fed: int) -> dict[str, Any]:
   from alexnet_jax.data import benchmark as data_benchmark  # pylint: disable=import-outside-toplevel
 
   start = time.perf_counter()
   rate, rates = data_benchmark.pipeline_images_per_second(
-      pathlib.Path(workdir), images_per_class, batches, 'paper')
+      config, pathlib.Path(workdir), images_per_class, batches, 'paper')
   row = {'images_per_sec': rate, 'per_batch_median_images_per_sec': statistics.median(rates),
-         'batches': batches, 'batch_size': 128, 'augmentation': 'paper',
+         'batches': batches, 'batch_size': config.batch_size, 'augmentation': 'paper',
          'train_images_per_class': images_per_class, 'workdir': workdir,
          'seconds': time.perf_counter() - start, 'host_cpu_cores': os.cpu_count(),
          'step_images_per_sec': step_images_per_sec, 'devices_fed': devices_fed}
@@ -339,7 +340,7 @@ def run_worker(config, options: dict[str, Any], log: Callable[[str], None],
                if 'train_images_per_sec' in r]
     try:
       # Forced CPU devices share one host's cores: the step's rate is one device's.
-      row = _pipeline_row(options['pipeline_workdir'], options['pipeline_images_per_class'],
+      row = _pipeline_row(options['pipeline_config'], options['pipeline_workdir'], options['pipeline_images_per_class'],
                           options['pipeline_batches'], max(trained) if trained else None,
                           1 if on_cpu else report['local_device_count'])
       report['pipeline'] = {'ok': True, **row}
@@ -512,8 +513,7 @@ def run_check(args: Sequence[str], options: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses arguments.
   with exit_on_user_error():
     sections = tuple(_SECTIONS.value)
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -529,7 +529,7 @@ def main(argv: Sequence[str]) -> None:
         'pipeline_workdir': _PIPELINE_WORKDIR.value or os.path.join(
             tempfile.gettempdir(), f'alexnet_jax_input_benchmark_{_PIPELINE_PER_CLASS.value}'),
         'pipeline_images_per_class': _PIPELINE_PER_CLASS.value,
-        'pipeline_batches': _PIPELINE_BATCHES.value,
+        'pipeline_batches': _PIPELINE_BATCHES.value, 'pipeline_config': _PIPELINE_CONFIG.value,
     }
     bad_dtypes = sorted(set(options['dtypes']) - {'float32', 'bfloat16'})
     if bad_dtypes:
@@ -569,11 +569,16 @@ if __name__ == '__main__':
   _TESTS_TIMEOUT = flags.DEFINE_float('tests_timeout', 600, 'Seconds before pytest is stopped.')
   _WORKER_TIMEOUT = flags.DEFINE_float('worker_timeout', 1200, 'Seconds before the measuring '
                                        'process is stopped.')
+  # The input pipeline is always ImageNet's, whatever model --config measures.
+  _PIPELINE_CONFIG = config_flags.DEFINE_config_file(
+      'pipeline_config', os.path.join(ROOT, 'configs', 'imagenet.py'), 'Config of the timed input '
+      'pipeline (an ImageNet one: decode, augmentation, PCA lighting, its batch size).',
+      lock_config=True)
   _PIPELINE_WORKDIR = flags.DEFINE_string('pipeline_workdir', None, 'Where the fake ILSVRC tars '
                                           'and their prepared TFDS copy go (kept for reruns).')
   _PIPELINE_PER_CLASS = flags.DEFINE_integer('pipeline_images_per_class', 160, 'Fake training '
                                              'JPEGs per class (8 classes).')
-  _PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 20, 'Timed input batches of 128.')
+  _PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 20, 'Timed input batches.')
   _WORKER_OUT = flags.DEFINE_string('worker_out', None, 'Internal: the measuring process writes '
                                     'its results here.')
-  app.run(main)
+  cli.run(main, log_level='info')

@@ -13,7 +13,6 @@ and ALEXNET_JAX_ONEDNN=0 (XLA's own convolutions instead of oneDNN's; see alexne
 
 import copy
 import json
-import math
 import platform
 import statistics
 import time
@@ -27,7 +26,7 @@ import numpy as np
 import optax
 from absl import flags
 
-from alexnet_jax import cli, data, onednn, parallel, registry
+from alexnet_jax import cli, data, flops, onednn, parallel, registry
 
 # Stated peak fp32 throughput of this machine's two cores, for the "% of ceiling" column.
 CEILING_GFLOPS = 400.0
@@ -70,36 +69,13 @@ def _train_fns(config: ml_collections.ConfigDict, model: Any) -> tuple[Callable,
   return init, step, 'benchmark-local equivalent step'
 
 
-def _matmul_flops(jaxpr: Any) -> float:
-  """2 x multiply-adds of every convolution and matrix product in a jaxpr (sub-jaxprs included)."""
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      out, kernel = eqn.outvars[0].aval, eqn.invars[1].aval
-      rhs_spec = eqn.params['dimension_numbers'].rhs_spec  # (out, in, spatial...) positions
-      per_output = math.prod(kernel.shape) // kernel.shape[rhs_spec[0]]
-      total += 2.0 * math.prod(out.shape) * per_output
-    elif eqn.primitive.name == 'dot_general':
-      (contracting, _), _ = eqn.params['dimension_numbers']
-      lhs = eqn.invars[0].aval
-      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
-          lhs.shape[d] for d in contracting)
-    for param in eqn.params.values():  # Sub-computations: custom_vjp, pjit, remat, cond.
-      for sub in param if isinstance(param, (tuple, list)) else (param,):
-        sub = getattr(sub, 'jaxpr', sub)
-        if hasattr(sub, 'eqns'):
-          total += _matmul_flops(sub)
-  return total
-
-
 def training_flops_per_image(model: Any, image_shape: tuple[int, ...]) -> float:
   """3 x the forward's convolution and matmul FLOPs (forward, input gradient, weight gradient),
-  the usual convention (~4.35 GFLOP for the paper's model)."""
-  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), images))['params']
-  with onednn.enabled(False):  # Counted on XLA's convolutions: oneDNN's calls are opaque.
-    forward = jax.make_jaxpr(lambda p, x: model.apply({'params': p}, x))(params, images)
-  return 3.0 * _matmul_flops(forward.jaxpr)
+  the usual convention (~4.35 GFLOP for the paper's model); counted on XLA's kernels
+  (`flops.forward_ops`) whichever kernels `model` runs."""
+  images = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), images)['params']
+  return 3.0 * 2.0 * flops.multiply_adds(flops.forward_ops(model, {'params': params}, images))
 
 
 def _median_step_seconds(run_once: Callable[[], Any], steps: int) -> float:

@@ -308,16 +308,9 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
 
 
 def _check_same_params(directory: str, saved_params: Any, expected_params: Any) -> None:
-  saved, expected = dict(trees.flatten(saved_params)), dict(trees.flatten(expected_params))
-  for name in sorted(set(saved) | set(expected)):
-    saved_shape = getattr(saved.get(name), 'shape', None)
-    expected_shape = getattr(expected.get(name), 'shape', None)
-    if saved_shape is None or expected_shape is None or tuple(saved_shape) != tuple(
-        expected_shape):
-      raise UserError(
-          f'{directory} holds a checkpoint of a different model (parameter {name}: '
-          f'saved {trees.shape_str(saved_shape)}, this config {trees.shape_str(expected_shape)}); '
-          'use a new --workdir or the config that wrote it.')
+  trees.check_same_shapes(saved_params, expected_params, lambda name, saved, expected: (
+      f'{directory} holds a checkpoint of a different model (parameter {name}: saved {saved}, '
+      f'this config {expected}); use a new --workdir or the config that wrote it.'))
 
 
 def read_params(path: str) -> Any:

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alexnet_jax import finetune, trees
+from alexnet_jax import finetune, param_rules, trees
 from alexnet_jax.errors import UserError
 
 
@@ -28,18 +28,9 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
 
   'paper_sgd' is §5's update, v <- m v - wd lr w - lr g; w <- w + v: the learning rate enters the
   momentum trace. 'optax_sgd' is optax's (and PyTorch's) v <- m v + g + wd w; w <- w - lr v. They
-  agree while the learning rate is constant.
+  agree while the learning rate is constant. config.param_rules scales both per parameter.
   """
-  def paper_sgd(learning_rate):
-    return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                       optax.scale_by_learning_rate(learning_rate),
-                       optax.trace(decay=config.momentum))
-
-  def optax_sgd(learning_rate):
-    return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                       optax.sgd(learning_rate, momentum=config.momentum))
-
-  make = {'paper_sgd': paper_sgd, 'optax_sgd': optax_sgd}[config.optimizer]
+  make = param_rules.sgd(config)  # learning_rate -> the SGD of config.optimizer.
   if config.grad_clip_norm > 0:  # Off by default: the paper does not clip.
     unclipped = make
     make = lambda learning_rate: optax.chain(
@@ -54,10 +45,12 @@ def base_learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: in
   """The schedule before any plateau reductions, over steps (fractional ones allowed)."""
   if config.lr_schedule in ('constant', 'plateau'):
     return optax.constant_schedule(config.learning_rate)
-  if config.lr_schedule == 'step':
+  if config.lr_schedule == 'step':  # x lr_step_factor at each boundary (default 0.1).
+    every = config.get('lr_step_every_steps', 0)  # Caffe's `stepsize`, in steps.
+    boundaries = (range(every, math.ceil(total_steps), every) if every
+                  else [int(epoch * steps_per_epoch) for epoch in config.lr_step_epochs])
     return optax.piecewise_constant_schedule(
-        config.learning_rate,
-        {int(epoch * steps_per_epoch): 0.1 for epoch in config.lr_step_epochs})
+        config.learning_rate, {step: config.get('lr_step_factor', 0.1) for step in boundaries})
   if config.lr_schedule == 'cosine':
     return optax.cosine_decay_schedule(config.learning_rate, total_steps)
   raise UserError(f'config.lr_schedule={config.lr_schedule!r} is unknown.')

@@ -5,7 +5,8 @@
 Each file is decoded as an image viewer shows it (alexnet_jax.data.images: EXIF orientation, 16-bit
 and float samples, palettes, transparency over white, ICC profiles), then gets the evaluation
 preprocessing of the model's data set (the centre view, or the ten crops when the config evaluates
-with ten), the softmax averaged over the crops, and prints
+with ten; for ImageNet models the input convention of config.input, alexnet_jax/data/convention.py),
+the softmax averaged over the crops, and prints
 
     shirt.png
       1. Shirt              71.20%
@@ -23,11 +24,12 @@ from typing import TextIO
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from alexnet_jax import cli, data, trained_model  # noqa: E402
-from alexnet_jax.data import images  # noqa: E402
+from alexnet_jax.data import convention, images  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
 
 
@@ -62,6 +64,20 @@ def predict_files(trained: trained_model.TrainedModel,
   return failed
 
 
+def image_preprocessor(config: ml_collections.ConfigDict) -> Callable[[np.ndarray], np.ndarray]:
+  """The config's evaluation input for one decoded image. Without the data set where the config
+  carries its whole input convention (a converted model: the mean in the config or a file of
+  the workdir); otherwise the data set's own, which may need it prepared (a training mean)."""
+  preprocess = convention.offline_preprocessor(config)
+  if preprocess is not None:
+    return preprocess
+  dataset = data.create_dataset(config)
+  if dataset.preprocess_image is None:
+    raise UserError(f'the {config.dataset} input pipeline offers no single-image '
+                    'preprocessing yet, so predict cannot reproduce its evaluation input.')
+  return dataset.preprocess_image
+
+
 FLAGS = flags.FLAGS
 
 
@@ -70,11 +86,7 @@ def main(argv) -> int:
   if not paths:
     raise UserError('no images given: python -m alexnet_jax.predict --workdir=DIR IMAGE...')
   trained = cli.load_trained_model()
-  dataset = data.create_dataset(trained.config)
-  if dataset.preprocess_image is None:
-    raise UserError(f'the {trained.config.dataset} input pipeline offers no single-image '
-                    'preprocessing yet, so predict cannot reproduce its evaluation input.')
-  failed = predict_files(trained, dataset.preprocess_image, paths, FLAGS.top_k)
+  failed = predict_files(trained, image_preprocessor(trained.config), paths, FLAGS.top_k)
   return 1 if failed else 0
 
 

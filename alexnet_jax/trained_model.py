@@ -17,6 +17,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from alexnet_jax import checkpoint, data, registry
+from alexnet_jax.data import convention
 from alexnet_jax.errors import UserError
 from alexnet_jax.workdir import Workdir
 
@@ -73,7 +74,7 @@ def load(workdir: str | None = None, checkpoint_path: str | None = None) -> Trai
   checkpoint_dir = os.path.join(workdir, 'checkpoints')
   if step is None:
     step = checkpoint.latest_step(checkpoint_dir)
-  config = load_config(workdir, step)
+  config = convention.resolve_paths(load_config(workdir, step), workdir)  # The workdir's mean file.
   names = class_names(config)
   model = registry.create_model(config.model, len(names))
   shape = data.image_shape(config)

@@ -232,7 +232,7 @@ def test_unwritable_data_dir_is_a_user_error(fake, tmp_path):
 
 def test_bad_config_values_are_user_errors(fake):
   root, _, _ = fake
-  for overrides in ({'augmentation': 'mixup'}, {'mean_subtraction': 'none'},
+  for overrides in ({'augmentation': 'mixup'}, {'mean_subtraction': 'median'},
                     {'eval_crops': 'five'}, {'resize_size': 10}):
     with pytest.raises(UserError, match='config.input'):
       create_dataset(_config(root / 'data', **overrides))

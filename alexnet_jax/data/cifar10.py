@@ -527,9 +527,13 @@ def main(argv: list[str]) -> None:
   print(f'eigenvectors (columns):\n{stats.pca_eigenvectors}')
 
 
-if __name__ == '__main__':
-  from absl import app, flags
+def _define_flags() -> None:
+  from absl import flags
   flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: TFDS\'s own).')
   flags.DEFINE_string('manual_dir', None, f'Where {NPM_TARBALL} is looked for and fetched to '
                       '(default: <data_dir>/downloads/manual).')
-  app.run(main)
+
+
+if __name__ == '__main__':
+  from alexnet_jax import cli
+  cli.run(main, _define_flags, log_level='info')

@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from alexnet_jax.data import Batch, Dataset, Position, ilsvrc_tars, prepared, preprocessing
+from alexnet_jax.data import Batch, Dataset, Position, convention, ilsvrc_tars, prepared, preprocessing
 from alexnet_jax.errors import UserError
 
 BUILDER_NAME = 'imagenet2012'
@@ -39,9 +39,6 @@ DOWNLOAD_HELP = (f'download them from {ilsvrc_tars.DOWNLOAD_URL} (free registrat
                  'the "Training images (Task 1 & 2)" and "Validation images (all tasks)" files of '
                  'ILSVRC2012, 138 GB and 6.3 GB), put both in one directory and pass it as '
                  '--config.manual_dir=DIR; TFDS prepares them once into data_dir')
-AUGMENTATIONS = ('paper', 'random_resized_crop')
-MEAN_SUBTRACTIONS = ('per_pixel', 'per_channel')
-EVAL_CROPS = ('center', 'ten')
 
 
 def _check_writable(directory: pathlib.Path) -> None:
@@ -89,19 +86,12 @@ def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.D
   return builder
 
 
-def _check_config(config: ml_collections.ConfigDict, process_count: int) -> None:
-  inp = config.input
-  for name, value, allowed in (('augmentation', inp.augmentation, AUGMENTATIONS),
-                               ('mean_subtraction', inp.mean_subtraction, MEAN_SUBTRACTIONS),
-                               ('eval_crops', inp.eval_crops, EVAL_CROPS)):
-    if value not in allowed:
-      raise UserError(f'config.input.{name}={value!r} is unknown; expected one of {allowed}.')
-  if inp.resize_size < inp.image_size:
-    raise UserError(f'config.input.resize_size={inp.resize_size} is smaller than '
-                    f'config.input.image_size={inp.image_size}; crops must fit inside it.')
+def _check_config(config: ml_collections.ConfigDict, process_count: int) -> convention.Convention:
+  inp = convention.Convention.from_config(config.input)
   if config.eval_batch_size % process_count:
     raise UserError(f'eval_batch_size={config.eval_batch_size} is not divisible by the number of '
                     f'processes ({process_count}); set --config.eval_batch_size to a multiple.')
+  return inp
 
 
 def _records(builder: tfds.core.DatasetBuilder, split: str, deterministic: bool,
@@ -163,7 +153,8 @@ class _CorruptCounter:
 
 def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
                          decode: Callable[[tf.Tensor], tf.Tensor]) -> np.ndarray:
-  """The per-pixel training mean [S, S, 3] (0-255) of the first `mean_num_images` training images.
+  """The per-pixel training mean [S, S, 3] (RGB, 0-255) of the first `mean_num_images` training
+  images, each resized by `decode` (the convention's resize policy: its name is in the cache's).
 
   The records are in the order TFDS wrote them, which TFDS shuffles, so they are a fair sample;
   every process computes the same array. It is cached next to the prepared data (named for the
@@ -172,7 +163,9 @@ def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collectio
   """
   size = config.input.resize_size
   count = min(config.input.mean_num_images, builder.info.splits['train'].num_examples)
-  cache = pathlib.Path(builder.data_dir) / f'alexnet_jax_mean_{size}px_{count}images_islow.npy'
+  warp = '_warp' if config.input.get('resize') == 'warp' else ''  # Else central squares.
+  cache = (pathlib.Path(builder.data_dir) /
+           f'alexnet_jax_mean_{size}px{warp}_{count}images_islow.npy')
   if cache.exists():
     try:
       mean = np.load(cache)
@@ -212,23 +205,19 @@ def _seed_words(*words: int) -> list[int]:
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> Dataset:
-  _check_config(config, process_count)
+  inp = _check_config(config, process_count)
   builder = prepare_builder(config.get('data_dir'), config.get('manual_dir'))
-  inp = config.input
-  size, resize_size = inp.image_size, inp.resize_size
-  deterministic = inp.deterministic
-  pixel_range = float(inp.pixel_range)
-
-  def decode_center_square(jpeg: tf.Tensor) -> tf.Tensor:
-    return preprocessing.decode_center_square(jpeg, resize_size) * (pixel_range / 255.0)
-
-  mean_image = load_or_compute_mean(  # On the 0-255 scale, whatever pixel_range is.
-      builder, config, lambda jpeg: preprocessing.decode_center_square(jpeg, resize_size))
-  mean_image = mean_image * (pixel_range / 255.0)
-  if inp.mean_subtraction == 'per_channel' or inp.augmentation == 'random_resized_crop':
-    mean = tf.constant(mean_image.mean(axis=(0, 1)))  # Random-resized crops have no fixed pixels.
-  else:
-    mean = tf.constant(mean_image)
+  size = inp.image_size
+  deterministic = config.input.deterministic
+  decode = lambda jpeg: convention.decode_resized(jpeg, inp)  # RGB, 8-bit values.
+  # A training mean is averaged over images of one size: a shorter-side resize (per-channel mean
+  # only) averages central squares instead.
+  square = (decode if inp.resize != 'shorter_side' else
+            lambda jpeg: preprocessing.decode_center_square(jpeg, inp.resize_size))
+  mean = convention.load_mean(inp, lambda: load_or_compute_mean(builder, config, square))
+  if inp.augmentation == 'random_resized_crop' and np.ndim(mean) == 3:
+    mean = mean.mean(axis=(0, 1))  # Random-resized crops have no fixed pixels: per channel.
+  normalize = convention.Normalizer(inp, mean)
   counter = _CorruptCounter()
   num_train = builder.info.splits['train'].num_examples
   num_eval = builder.info.splits['validation'].num_examples
@@ -249,23 +238,23 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     crop_seed, flip_seed, lighting_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 3))
     if inp.augmentation == 'paper':
-      image = preprocessing.subtract_mean(decode_center_square(example['image']), mean)
-      image = preprocessing.random_crop(image, crop_seed, size)
+      image = preprocessing.random_crop(normalize.center(decode(example['image'])), crop_seed,
+                                        size)
     else:
-      image = preprocessing.random_resized_crop(example['image'], crop_seed, size)
-      image = preprocessing.subtract_mean(image * (pixel_range / 255.0), mean)
+      image = normalize.center(preprocessing.random_resized_crop(
+          example['image'], crop_seed, size, antialias=inp.resize_antialias))
     image = preprocessing.random_flip(image, flip_seed)
-    if inp.pca_lighting:
-      image = preprocessing.pca_lighting(image, lighting_seed, inp.pca_lighting_stddev,
-                                         pixel_range)
-    return {'image': image, 'label': example['label']}
+    if config.input.pca_lighting:  # In RGB, on the pixel_range scale: before std and order.
+      image = preprocessing.pca_lighting(image, lighting_seed, config.input.pca_lighting_stddev,
+                                         inp.pixel_range)
+    return {'image': normalize.finish(image), 'label': example['label']}
 
   def epoch_batches(epoch: int, offset: int) -> tf.data.Dataset:
     """Epoch `epoch`'s batches from global example `offset` on (a multiple of process_count)."""
     file_seed, buffer_seed = _seed_words(config.seed, epoch, process_index)
     epoch_seed = tf.constant(_seed_words(config.seed, epoch, process_index, 1), tf.int64)
     ds = _records(builder, train_split, deterministic, shuffle_seed=file_seed)
-    ds = ds.shuffle(inp.shuffle_buffer, seed=buffer_seed)
+    ds = ds.shuffle(config.input.shuffle_buffer, seed=buffer_seed)
     skip = offset // process_count
     batches = (local_epoch_size - skip) // local_batch  # The tail is dropped before decoding.
     ds = ds.take(skip + batches * local_batch).enumerate().skip(skip)
@@ -293,12 +282,16 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   local_eval = config.eval_batch_size // process_count
   eval_steps = -(-(-(-num_eval // process_count)) // local_eval)  # ceil(ceil(N / P) / B).
 
-  def eval_batches(name: str, view: Callable[[tf.Tensor], tf.Tensor],
-                   view_shape: tuple[int, ...]) -> Iterator[Batch]:
+  def eval_image(jpeg: tf.Tensor, ten: bool) -> tf.Tensor:
+    """[size, size, 3], or the ten views [10, size, size, 3]."""
+    views = convention.eval_views(normalize.center(decode(jpeg)), inp, ten)
+    views = tf.ensure_shape(normalize.finish(views), (10 if ten else 1, size, size, 3))
+    return views if ten else views[0]
+
+  def eval_batches(name: str, ten: bool, view_shape: tuple[int, ...]) -> Iterator[Batch]:
     ds = _map_tolerating_corrupt(
         _records(builder, eval_split, deterministic=True),
-        lambda example: {'image': view(preprocessing.subtract_mean(
-            decode_center_square(example['image']), mean)), 'label': example['label']},
+        lambda example: {'image': eval_image(example['image'], ten), 'label': example['label']},
         lambda example: {'image': tf.zeros(view_shape), 'label': example['label']},
         deterministic=True)
     ds = ds.map(lambda example: {**example, 'real': True})
@@ -314,11 +307,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       batch['mask'] = valid & real
       yield batch
 
-  evaluations = {'': lambda: eval_batches(
-      'eval', lambda image: preprocessing.center_crop(image, size), (size, size, 3))}
+  evaluations = {'': lambda: eval_batches('eval', False, (size, size, 3))}
   if inp.eval_crops == 'ten':
-    evaluations['ten_crop'] = lambda: eval_batches(
-        'eval_ten_crop', lambda image: preprocessing.ten_crops(image, size), (10, size, size, 3))
+    evaluations['ten_crop'] = lambda: eval_batches('eval_ten_crop', True, (10, size, size, 3))
 
   return Dataset(
       num_classes=builder.info.features['label'].num_classes,
@@ -330,4 +321,5 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       eval_batches=evaluations,
       corrupt_image_counts=counter.counts,
       train_epoch_size=epoch_size,
+      preprocess_image=convention.preprocessor(inp, mean),
   )
