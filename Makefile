@@ -25,9 +25,16 @@ $(ONEDNN_CONV): alexnet_jax/csrc/onednn_conv.cc $(VENV)/.installed
 	  echo "note: no oneDNN wheel for this platform; convolutions run on XLA's own kernels"; \
 	fi
 
-# PyTorch only serves as the reference in tests/convert_test.py (and reads .pth files in convert).
+# PyTorch only serves as the reference in tests/convert_test.py (and reads .pth files in convert)
+# and benchmarks/compare.py, which also runs both frameworks under tcmalloc (Debian's
+# libtcmalloc-minimal4, installed when apt-get is usable; compare skips it where it is missing).
 $(VENV)/.installed-torch: $(VENV)/.installed requirements-torch.txt
 	$(PYTHON) -m pip install -q -r requirements-torch.txt
+	@if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal.so.4 && [ "$$(id -u)" = 0 ] && \
+	    command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4 >/dev/null) || \
+	  echo "note: could not install libtcmalloc-minimal4; benchmarks.compare will skip tcmalloc"; \
+	fi
 	touch $@
 
 # Offline machines: TFDS cannot download Fashion-MNIST, so take the Debian package's copy when

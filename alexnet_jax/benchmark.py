@@ -11,8 +11,8 @@ Compare the compute paths with `--config.kernels=xla`, `--config.model.dtype=bfl
 and ALEXNET_JAX_ONEDNN=0 (XLA's own convolutions instead of oneDNN's; see alexnet_jax/onednn.py).
 """
 
+import copy
 import json
-import math
 import platform
 import statistics
 import time
@@ -24,10 +24,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from alexnet_jax import data, onednn, parallel, registry
+from alexnet_jax import cli, data, flops, onednn, parallel, registry
 
 # Stated peak fp32 throughput of this machine's two cores, for the "% of ceiling" column.
 CEILING_GFLOPS = 400.0
@@ -36,11 +35,11 @@ CEILING_GFLOPS = 400.0
 def _train_fns(config: ml_collections.ConfigDict, model: Any) -> tuple[Callable, Callable, str]:
   """(init_state(key, image_shape), step(state, batch, key)), and where the step comes from."""
   try:
-    from alexnet_jax import train  # pylint: disable=import-outside-toplevel
+    from alexnet_jax import optim, train  # pylint: disable=import-outside-toplevel
   except ImportError:
     train = None
   if train is not None and hasattr(train, 'train_step'):
-    tx = train.create_optimizer(config)
+    tx = optim.create_optimizer(config)
     init = lambda key, shape: train.create_train_state(model, tx, key, shape)
     lr = jnp.asarray(config.learning_rate, jnp.float32)
     step = lambda state, batch, key: train.train_step(state, batch, lr, key, model=model, tx=tx)
@@ -70,36 +69,13 @@ def _train_fns(config: ml_collections.ConfigDict, model: Any) -> tuple[Callable,
   return init, step, 'benchmark-local equivalent step'
 
 
-def _matmul_flops(jaxpr: Any) -> float:
-  """2 x multiply-adds of every convolution and matrix product in a jaxpr (sub-jaxprs included)."""
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      out, kernel = eqn.outvars[0].aval, eqn.invars[1].aval
-      rhs_spec = eqn.params['dimension_numbers'].rhs_spec  # (out, in, spatial...) positions
-      per_output = math.prod(kernel.shape) // kernel.shape[rhs_spec[0]]
-      total += 2.0 * math.prod(out.shape) * per_output
-    elif eqn.primitive.name == 'dot_general':
-      (contracting, _), _ = eqn.params['dimension_numbers']
-      lhs = eqn.invars[0].aval
-      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
-          lhs.shape[d] for d in contracting)
-    for param in eqn.params.values():  # Sub-computations: custom_vjp, pjit, remat, cond.
-      for sub in param if isinstance(param, (tuple, list)) else (param,):
-        sub = getattr(sub, 'jaxpr', sub)
-        if hasattr(sub, 'eqns'):
-          total += _matmul_flops(sub)
-  return total
-
-
 def training_flops_per_image(model: Any, image_shape: tuple[int, ...]) -> float:
   """3 x the forward's convolution and matmul FLOPs (forward, input gradient, weight gradient),
-  the usual convention (~4.35 GFLOP for the paper's model)."""
-  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), images))['params']
-  with onednn.enabled(False):  # Counted on XLA's convolutions: oneDNN's calls are opaque.
-    forward = jax.make_jaxpr(lambda p, x: model.apply({'params': p}, x))(params, images)
-  return 3.0 * _matmul_flops(forward.jaxpr)
+  the usual convention (~4.35 GFLOP for the paper's model); counted on XLA's kernels
+  (`flops.forward_ops`) whichever kernels `model` runs."""
+  images = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), images)['params']
+  return 3.0 * 2.0 * flops.multiply_adds(flops.forward_ops(model, {'params': params}, images))
 
 
 def _median_step_seconds(run_once: Callable[[], Any], steps: int) -> float:
@@ -166,6 +142,36 @@ class Benchmark:
     return _median_step_seconds(self._run_infer, steps)
 
 
+def compile_layout_step(config: ml_collections.ConfigDict, data_axis: int, model_axis: int,
+                        strategy: str, batch_size: int | None = None
+                        ) -> tuple[Any, jax.sharding.Mesh, Callable, Any]:
+  """The trainer's train step compiled for one mesh layout of the first data x model devices.
+
+  Returns (compiled step(state, batch, learning_rate, key), mesh, init(key) -> state, state
+  shardings); `batch_size` is the global batch (default config.batch_size). Raises UserError when
+  the layout does not fit the devices or the batch does not split over them.
+  """
+  from alexnet_jax import optim, train  # pylint: disable=import-outside-toplevel
+
+  config = copy.deepcopy(config)
+  config.mesh.data, config.mesh.model, config.mesh.strategy = data_axis, model_axis, strategy
+  batch_size = batch_size or config.batch_size
+  mesh = parallel.create_mesh(config.mesh, config.model.get('towers', 1),
+                              jax.devices()[:data_axis * model_axis])
+  parallel.check_batch_size(batch_size, mesh, strategy=strategy)
+  model = registry.create_model(config.model, layout=parallel.Layout(kernels=config.kernels))
+  tx = optim.create_optimizer(config)
+  shape = data.image_shape(config)
+  init = lambda key: train.create_train_state(model, tx, key, shape)
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  shardings = parallel.state_shardings(mesh, abstract, model, strategy)
+  step, _ = train.create_step_fns(model, tx, mesh, strategy, shardings)
+  batch = {'image': jax.ShapeDtypeStruct((batch_size,) + shape, jnp.float32),
+           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  compiled = step.lower(abstract, batch, np.float32(0.01), jax.random.key(1)).compile()
+  return compiled, mesh, init, shardings
+
+
 def device_description() -> str:
   device = jax.devices()[0]
   return f'{device.platform}:{device.device_kind} ({platform.processor() or platform.machine()})'
@@ -205,16 +211,20 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv):
   del argv
-  result = run(_CONFIG.value, _BATCH_SIZE.value, _STEPS.value, _WARMUP.value)
-  print(json.dumps(result) if _JSON.value else format_table(result))
+  flag = flags.FLAGS
+  result = run(cli.config_value(example='configs/imagenet.py'), flag.batch_size, flag.steps,
+               flag.warmup)
+  print(json.dumps(result) if flag.json else format_table(result))
+
+
+def define_flags() -> None:
+  # Flags only when run as a program, so other tools can import this module with their own.
+  cli.define_config_flag('configs/imagenet.py', 'Model config.')
+  flags.DEFINE_integer('batch_size', 128, 'Images per step.')
+  flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 
 
 if __name__ == '__main__':
-  # Flags only when run as a program, so other tools can import this module with their own.
-  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/imagenet.py', 'Model config.',
-                                            lock_config=True)
-  _BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Images per step.')
-  _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
-  _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-  _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
-  app.run(main)
+  cli.run(main, define_flags)

@@ -12,6 +12,9 @@ Failure handling, in one place:
 - Restore verifies every array against its saved checksum (Orbax's own checks miss most flipped
   bits in array data). An unreadable or mismatching step is reported in one line, moved to
   `<workdir>/checkpoints_unreadable/` and the next older step is used.
+- A state saved in another layout than the one asked for (the optimizer's wrappers changed with
+  the config, e.g. clipping turned on) is not damage: it is restored as saved, checked against
+  its checksums just the same, and handed to the caller's `convert` (alexnet_jax.resume).
 - A failed save (disk full, unwritable directory) is reported in one line and training goes on;
   the next checkpoint retries. After `MAX_CONSECUTIVE_FAILED_SAVES` failures in a row, or when the
   final save fails, a `UserError` stops training, naming the newest complete checkpoint.
@@ -23,6 +26,7 @@ import glob
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -30,6 +34,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 
+from alexnet_jax import trees
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
 MAX_CONSECUTIVE_FAILED_SAVES = 3
@@ -39,8 +45,9 @@ class Checkpointer:
   """Periodic saves into `<workdir>/checkpoints` and restore of the newest readable step."""
 
   def __init__(self, workdir: str, max_to_keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self.unreadable_directory = os.path.join(os.path.abspath(workdir), 'checkpoints_unreadable')
+    layout = workdir_lib.Workdir(workdir)
+    self.directory = layout.checkpoints
+    self.unreadable_directory = layout.unreadable_checkpoints
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -108,18 +115,28 @@ class Checkpointer:
                   'in a row).', message, self._consecutive_failed_saves,
                   MAX_CONSECUTIVE_FAILED_SAVES - 1)
 
-  def restore_latest(self, abstract_state: Any
+  def restore_latest(self, abstract_state: Any, convert: Callable[[Any], Any] | None = None,
+                     always_convert: bool = False
                      ) -> tuple[int, Any, dict[str, int], dict[str, Any]] | None:
     """(step, state, input position, trainer state) of the newest readable checkpoint, or None.
 
-    Restores into the shapes and shardings of `abstract_state`. A checkpoint of another model
-    raises UserError; unreadable newer steps are moved aside once an older one restored.
+    Restores into the shapes and shardings of `abstract_state`. A state saved in another layout
+    (or any state, with `always_convert`) is restored as saved, a nested dict of replicated
+    arrays, and returned as `convert(saved)`; without `convert`, a checkpoint of another model
+    raises UserError. Unreadable newer steps are moved aside once an older one restored.
     """
     unreadable = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       with _quiet_abandoned_reads():
         try:
-          restored, problem = self._restore(step, abstract_state), None
+          target = abstract_state
+          if always_convert or not self._same_layout(step, abstract_state):
+            if convert is None:
+              self._check_shapes(step, abstract_state)
+              raise UserError(f'checkpoint step {step} in {self.directory} holds another '
+                              'optimizer state layout; resume it with the config that wrote it.')
+            target = self._saved_layout(step, abstract_state)
+          restored, problem = self._restore(step, target), None
         except UserError:
           raise
         except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
@@ -131,17 +148,40 @@ class Checkpointer:
         continue
       for bad_step in unreadable:
         self._move_aside(bad_step)
-      return (step,) + restored
+      state, input_position, trainer_state = restored
+      if target is not abstract_state:
+        state = convert(state)
+      return step, state, input_position, trainer_state
     if unreadable:
       raise UserError(f'no checkpoint in {self.directory} is readable (steps '
                       f'{", ".join(map(str, unreadable))}); move that directory away to start '
                       'from scratch.')
     return None
 
-  def _restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, int], dict[str, Any]]:
-    self._check_shapes(step, abstract_state)
+  def _saved_state_metadata(self, step: int) -> Any:
+    saved = self._manager.item_metadata(step)['state']
+    return getattr(saved, 'tree', saved)  # Orbax wraps the metadata tree in newer versions.
+
+  def _same_layout(self, step: int, abstract_state: Any) -> bool:
+    """Whether the saved state has exactly the arrays (names, shapes, dtypes) of the target."""
+    describe = lambda tree: {name: (tuple(leaf.shape), str(leaf.dtype))
+                             for name, leaf in trees.flatten(tree)}
+    return describe(self._saved_state_metadata(step)) == describe(abstract_state)
+
+  def _saved_layout(self, step: int, abstract_state: Any) -> Any:
+    """The saved state's own tree as restore target: each array replicated on the target's mesh."""
+    some_sharding = getattr(jax.tree.leaves(abstract_state)[0], 'sharding', None)
+    if isinstance(some_sharding, jax.sharding.NamedSharding):
+      replicated = jax.sharding.NamedSharding(some_sharding.mesh, jax.sharding.PartitionSpec())
+    else:  # An abstract state without shardings (tests): one device.
+      replicated = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                          sharding=replicated),
+                        self._saved_state_metadata(step))
+
+  def _restore(self, step: int, target: Any) -> tuple[Any, dict[str, int], dict[str, Any]]:
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
+        state=ocp.args.StandardRestore(target),
         input=ocp.args.JsonRestore(),
         trainer=ocp.args.JsonRestore(),
         checksums=ocp.args.JsonRestore()))
@@ -162,8 +202,7 @@ class Checkpointer:
     logging.warning('Moved unreadable checkpoint step %d to %s.', step, destination)
 
   def _check_shapes(self, step: int, abstract_state: Any) -> None:
-    saved = self._manager.item_metadata(step)['state']
-    saved = getattr(saved, 'tree', saved)  # Orbax wraps the metadata tree in newer versions.
+    saved = self._saved_state_metadata(step)
     _check_same_params(self.directory, saved.get('params', {}), abstract_state.params)
 
   def close(self) -> None:
@@ -202,7 +241,7 @@ _checksum_tree = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
 def state_checksums(state: Any) -> dict[str, int]:
   """{'params/conv1/kernel': checksum, ...} for every array of `state`."""
   sums = jax.device_get(_checksum_tree(state))
-  return {name: int(value) for name, value in _flatten(sums)}
+  return {name: int(value) for name, value in trees.flatten(sums)}
 
 
 def one_line(error: BaseException) -> str:
@@ -230,45 +269,48 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
 
   A partial restore: the optimizer state is never read, so a checkpoint written with any optimizer
   (or a converted one) loads into a model for inference, feature extraction or fine-tuning.
+  The params are verified against the step's saved checksums, as `Checkpointer` verifies them;
+  a damaged step is a UserError naming it.
   """
   step = latest_step(checkpoint_dir) if step is None else step
-  path = os.path.join(os.path.abspath(checkpoint_dir), str(step), 'state')
+  step_dir = os.path.join(os.path.abspath(checkpoint_dir), str(step))
+  path = os.path.join(step_dir, 'state')
   if not os.path.isdir(path):
     raise UserError(f'no checkpoint of step {step} in {checkpoint_dir}; pass the right '
                     '--workdir/--checkpoint.')
   checkpointer = ocp.PyTreeCheckpointer()
-  saved = checkpointer.metadata(path)
-  saved = getattr(saved, 'item_metadata', saved)  # Orbax wraps the tree in newer versions.
-  saved = getattr(saved, 'tree', saved)
-  _check_same_params(checkpoint_dir, saved.get('params', {}), abstract_params)
-  target = {'params': abstract_params}
-  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))
-  return restored['params']
+  with _quiet_abandoned_reads():
+    try:
+      saved = checkpointer.metadata(path)
+      saved = getattr(saved, 'item_metadata', saved)  # Orbax wraps the tree in newer versions.
+      saved = getattr(saved, 'tree', saved)
+      if saved is None:
+        raise ValueError('no readable metadata')
+      _check_same_params(checkpoint_dir, saved.get('params', {}), abstract_params)
+      target = {'params': abstract_params}
+      restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+          target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+      sums_dir = os.path.join(step_dir, 'checksums')
+      if os.path.isdir(sums_dir):  # Absent only in checkpoints older than the checksums.
+        saved_sums = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(sums_dir)
+        for name, value in state_checksums(restored).items():
+          if saved_sums.get(name) != value:
+            raise ValueError(f'{name} does not match its saved checksum')
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
+      problem = one_line(e)  # Not the exception: its frames would keep the reads alive.
+    else:
+      return restored['params']
+  raise UserError(f'checkpoint step {step} in {checkpoint_dir} is damaged ({problem}); pass '
+                  '--checkpoint=DIR/checkpoints/STEP of another step, or train again.')
 
 
 def _check_same_params(directory: str, saved_params: Any, expected_params: Any) -> None:
-  saved, expected = dict(_flatten(saved_params)), dict(_flatten(expected_params))
-  for name in sorted(set(saved) | set(expected)):
-    saved_shape = getattr(saved.get(name), 'shape', None)
-    expected_shape = getattr(expected.get(name), 'shape', None)
-    if saved_shape is None or expected_shape is None or tuple(saved_shape) != tuple(
-        expected_shape):
-      raise UserError(
-          f'{directory} holds a checkpoint of a different model (parameter {name}: '
-          f'saved {_shape_str(saved_shape)}, this config {_shape_str(expected_shape)}); '
-          'use a new --workdir or the config that wrote it.')
-
-
-def _flatten(tree: Any) -> list[tuple[str, Any]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return [('/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
-                    for k in path), leaf) for path, leaf in leaves]
-
-
-def _shape_str(shape) -> str:
-  return 'nothing' if shape is None else 'x'.join(map(str, shape)) or 'scalar'
+  trees.check_same_shapes(saved_params, expected_params, lambda name, saved, expected: (
+      f'{directory} holds a checkpoint of a different model (parameter {name}: saved {saved}, '
+      f'this config {expected}); use a new --workdir or the config that wrote it.'))
 
 
 def read_params(path: str) -> Any:
@@ -282,16 +324,27 @@ def read_params(path: str) -> Any:
     path = os.path.join(path, 'checkpoints')
   if not os.path.isdir(path):
     raise UserError(f'{path} is not a directory; pass a workdir or a checkpoint directory.')
-  if os.path.isdir(os.path.join(path, 'state')):  # One step's directory.
-    state = ocp.StandardCheckpointer().restore(os.path.join(path, 'state'))
-  else:
-    manager = ocp.CheckpointManager(path, item_handlers={'state': ocp.StandardCheckpointHandler()})
-    step = manager.latest_step()
-    if step is None:
-      raise UserError(f'no checkpoint found under {path}.')
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
-        'state']
-    manager.close()
+  problem = None
+  with _quiet_abandoned_reads():
+    try:
+      if os.path.isdir(os.path.join(path, 'state')):  # One step's directory.
+        state = ocp.StandardCheckpointer().restore(os.path.join(path, 'state'))
+      else:
+        manager = ocp.CheckpointManager(
+            path, item_handlers={'state': ocp.StandardCheckpointHandler()})
+        step = manager.latest_step()
+        if step is None:
+          raise UserError(f'no checkpoint found under {path}.')
+        state = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))['state']
+        manager.close()
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
+      problem = one_line(e)  # Not the exception: its frames would keep the reads alive.
+  if problem:
+    raise UserError(f'the checkpoint under {path} is damaged ({problem}); pass another step '
+                    'directory, DIR/checkpoints/STEP.')
   params = state.get('params') if isinstance(state, dict) else getattr(state, 'params', None)
   if params is None:
     raise UserError(f'the checkpoint under {path} holds no state.params.')

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from alexnet_jax import data, parallel, registry
+from alexnet_jax import data, param_rules, parallel, registry
 from alexnet_jax.errors import UserError
 
 OPTIMIZERS = ('paper_sgd', 'optax_sgd')
@@ -45,9 +45,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, 'optimizer', OPTIMIZERS)
   _one_of(config, 'lr_schedule', LR_SCHEDULES)
   if config.lr_schedule == 'step':
+    every, factor = config.get('lr_step_every_steps', 0), config.get('lr_step_factor', 0.1)
+    _require(isinstance(every, int) and every >= 0,
+             f'config.lr_step_every_steps={every!r} must be a whole number of steps, or 0 to use '
+             'config.lr_step_epochs.')
+    _require(0 < factor <= 1, f'config.lr_step_factor={factor} must be in (0, 1] (Caffe: 0.1).')
     epochs = tuple(config.lr_step_epochs)
-    _require(all(e > 0 for e in epochs) and list(epochs) == sorted(set(epochs)),
+    _require(every or (all(e > 0 for e in epochs) and list(epochs) == sorted(set(epochs))),
              f'config.lr_step_epochs={epochs} must be increasing positive epochs, e.g. (30, 60).')
+  param_rules.parse(config.get('param_rules'))  # Raises UserError for a malformed rule.
   _require(config.plateau_max_reductions >= 0,
            f'config.plateau_max_reductions={config.plateau_max_reductions} must be >= 0.')
   _require(0 <= config.stop_at_train_error <= 1,

@@ -15,10 +15,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
-from alexnet_jax import data, metrics, trained_model  # noqa: E402
-from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from alexnet_jax import cli, data, metrics, trained_model  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
 
 
 def _logits_fn(member: trained_model.TrainedModel):
@@ -76,26 +76,22 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
-  with exit_on_user_error():
-    members = ([trained_model.load(workdir=w) for w in FLAGS.workdirs]
-               + [trained_model.load(checkpoint_path=c) for c in FLAGS.checkpoints])
-    if len(members) < 2:
-      raise UserError('an ensemble needs at least two members: --workdirs=A,B[,...].')
-    check_compatible(members)
-    dataset = data.create_dataset(members[0].config)
-    results = evaluate_ensemble(members, dataset.eval_batches[''](), FLAGS.num_eval_steps)
-    names = [f'{p} (step {m.step})' for p, m in zip(FLAGS.workdirs + FLAGS.checkpoints, members)]
-    print(format_table(names + [f'ensemble of {len(members)}'], results))
+  members = ([trained_model.load(workdir=w) for w in FLAGS.workdirs]
+             + [trained_model.load(checkpoint_path=c) for c in FLAGS.checkpoints])
+  if len(members) < 2:
+    raise UserError('an ensemble needs at least two members: --workdirs=A,B[,...].')
+  check_compatible(members)
+  dataset = data.create_dataset(members[0].config)
+  results = evaluate_ensemble(members, dataset.eval_batches[''](), FLAGS.num_eval_steps)
+  names = [f'{p} (step {m.step})' for p, m in zip(FLAGS.workdirs + FLAGS.checkpoints, members)]
+  print(format_table(names + [f'ensemble of {len(members)}'], results))
 
 
-def _define_flags() -> None:
-  # Defined only when run as a command: the module is also imported as a library.
+def define_flags() -> None:
   flags.DEFINE_list('workdirs', [], 'Member workdirs (latest step each).')
   flags.DEFINE_list('checkpoints', [], 'Member step directories DIR/checkpoints/N.')
   flags.DEFINE_integer('num_eval_steps', -1, '-1: the whole evaluation split.')
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

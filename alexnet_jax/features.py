@@ -15,10 +15,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
-from alexnet_jax import data, models, trained_model  # noqa: E402
-from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from alexnet_jax import cli, data, models, trained_model  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
 
 def make_extractor(trained: trained_model.TrainedModel):
   """jitted images [B, H, W, C] -> (features [B, D], logits [B, classes])."""
@@ -69,26 +69,21 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
-  with exit_on_user_error():
-    if not FLAGS.output:
-      raise UserError('--output=FILE.npz is required.')
-    trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
-    dataset = data.create_dataset(trained.config)
-    features, labels, _ = features_of_batches(trained, dataset.eval_batches[''](),
-                                              FLAGS.max_examples)
-    np.savez(FLAGS.output, features=features.astype(np.float32), labels=labels)
-    print(f'wrote {features.shape[0]} x {features.shape[1]} features to {FLAGS.output}')
+  if not FLAGS.output:
+    raise UserError('--output=FILE.npz is required.')
+  trained = cli.load_trained_model()
+  dataset = data.create_dataset(trained.config)
+  features, labels, _ = features_of_batches(trained, dataset.eval_batches[''](),
+                                            FLAGS.max_examples)
+  np.savez(FLAGS.output, features=features.astype(np.float32), labels=labels)
+  print(f'wrote {features.shape[0]} x {features.shape[1]} features to {FLAGS.output}')
 
 
-def _define_flags() -> None:
-  # Defined only when run as a command: the module is also imported as a library.
-  flags.DEFINE_string('workdir', None, 'Workdir of a trained model (latest step).')
-  flags.DEFINE_string('checkpoint', None, 'A step directory, DIR/checkpoints/STEP.')
+def define_flags() -> None:
+  cli.define_trained_model_flags()
   flags.DEFINE_string('output', None, 'The .npz file to write.')
   flags.DEFINE_integer('max_examples', -1, '-1: the whole evaluation split.')
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -13,11 +13,11 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from alexnet_jax import data, features, trained_model  # noqa: E402
-from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from alexnet_jax import cli, data, features, trained_model  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
 
 GAP = 1  # Pixels of background between tiles.
 BACKGROUND = 255
@@ -110,21 +110,17 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
-  with exit_on_user_error():
-    trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
-    # conv1 first: it needs no data, so it is written even where the data set is not prepared.
-    print(f'wrote {write_conv1_figure(trained, FLAGS.output_dir)}', flush=True)
-    dataset = data.create_dataset(trained.config)
-    path = write_neighbours_figure(trained, dataset.eval_batches[''](), FLAGS.output_dir,
-                                   FLAGS.queries, FLAGS.neighbours, FLAGS.pool)
-    print(f'wrote {path}')
+  trained = cli.load_trained_model()
+  # conv1 first: it needs no data, so it is written even where the data set is not prepared.
+  print(f'wrote {write_conv1_figure(trained, FLAGS.output_dir)}', flush=True)
+  dataset = data.create_dataset(trained.config)
+  path = write_neighbours_figure(trained, dataset.eval_batches[''](), FLAGS.output_dir,
+                                 FLAGS.queries, FLAGS.neighbours, FLAGS.pool)
+  print(f'wrote {path}')
 
 
-def _define_flags() -> None:
-  # Defined only when run as a command: the module is also imported as a library.
-  flags.DEFINE_string('workdir', None, 'Workdir of a trained model (latest step).')
-  flags.DEFINE_string('checkpoint', None, 'A step directory, DIR/checkpoints/STEP.')
+def define_flags() -> None:
+  cli.define_trained_model_flags()
   flags.DEFINE_string('output_dir', 'figures', 'Where the PNGs go.')
   flags.DEFINE_integer('queries', 5, 'Query images (rows of the neighbour figure).')
   flags.DEFINE_integer('neighbours', 6, 'Neighbours shown per query.')
@@ -132,5 +128,4 @@ def _define_flags() -> None:
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -12,6 +12,7 @@ Every field is a config key (``config.model.<field>``); the defaults are the pap
 """
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -31,15 +32,41 @@ POOLINGS = {'overlapping': (3, 2), 'non_overlapping': (2, 2)}  # (window, stride
 DROPOUT_PLACEMENTS = ('after', 'before')
 LRN_SCOPES = ('per_tower', 'across_towers')
 DTYPES = ('float32', 'bfloat16')  # Of the computation; parameters stay float32.
-# Weight init per scheme: (weight std, bias) per layer; None std = fan-in scaled (He et al. 2015).
-# 'paper' is §5: N(0, 0.01) weights, biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
-WEIGHT_INITS: dict[str, dict[str, tuple[float | None, float]]] = {
+# Weight init per scheme and layer: (weight, bias). weight: the std of a normal, None for fan-in
+# scaled (He et al. 2015: std sqrt(2 / fan_in)), or FAN_IN_UNIFORM; bias: a constant or
+# FAN_IN_UNIFORM. Sources: docs/paper.md, "Training (§5)", "Where Krizhevsky's code differs from
+# the paper", "Caffe bvlc_alexnet", "torchvision".
+FAN_IN_UNIFORM = 'fan_in_uniform'  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's layer default.
+_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+WEIGHT_INITS: dict[str, dict[str, tuple[float | str | None, float | str]]] = {
+    # §5: N(0, 0.01) weights, biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
     'paper': {'conv1': (0.01, 0.0), 'conv2': (0.01, 1.0), 'conv3': (0.01, 0.0),
               'conv4': (0.01, 1.0), 'conv5': (0.01, 1.0), 'fc6': (0.01, 1.0),
               'fc7': (0.01, 1.0), 'fc8': (0.01, 0.0)},
-    'he': {layer: (None, 0.0) for layer in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6',
-                                             'fc7', 'fc8')},
+    'he': {layer: (None, 0.0) for layer in _LAYERS},
+    # cuda-convnet2's 2-GPU model file: initW=0.03 in conv3-5 (layers cfg lines 143, 157, 172,
+    # 186, 200, 214), 0.01 elsewhere (lines 17, 30, 73, 87, 242, 251, 268, 277, 294); initB=1 in
+    # conv2, conv4, conv5, fc6, fc7 (lines 74, 173, 201, 243, 269), default 0 (layer.py line 950).
+    'cuda_convnet2': {'conv1': (0.01, 0.0), 'conv2': (0.01, 1.0), 'conv3': (0.03, 0.0),
+                      'conv4': (0.03, 1.0), 'conv5': (0.03, 1.0), 'fc6': (0.01, 1.0),
+                      'fc7': (0.01, 1.0), 'fc8': (0.01, 0.0)},
+    # Caffe bvlc_alexnet train_val.prototxt: std 0.01 (lines 59, 115, 170, 204, 238, 360) except
+    # fc6/fc7 0.005 (lines 280, 320); bias 0.1 where the paper has 1 (lines 119, 208, 242, 284,
+    # 324), 0 elsewhere (lines 63, 174, 364).
+    'caffe': {'conv1': (0.01, 0.0), 'conv2': (0.01, 0.1), 'conv3': (0.01, 0.0),
+              'conv4': (0.01, 0.1), 'conv5': (0.01, 0.1), 'fc6': (0.005, 0.1),
+              'fc7': (0.005, 0.1), 'fc8': (0.01, 0.0)},
+    # torchvision's alexnet has no init code: PyTorch's nn.Conv2d / nn.Linear reset_parameters,
+    # kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in)) weights and U(+-1/sqrt(fan_in)) biases
+    # (torch/nn/modules/conv.py lines 182-205, linear.py lines 117-128, torch 2.13).
+    'pytorch': {layer: (FAN_IN_UNIFORM, FAN_IN_UNIFORM) for layer in _LAYERS},
 }
+# cuda-convnet2's same-map response normalization after conv2's LRN (`conv2_rnorm`): for each map,
+# b = a / (min_div + scale / size^2 * sum of a^2 over the size x size neighbourhood)^pow, the
+# window [x - size // 2, x - size // 2 + size) cut off at the edges. layers cfg lines 107-117
+# (type=rnorm, size=5), params cfg lines 176-182 (scale=0.001, pow=0.75; minDiv unset: 1),
+# layer.py lines 1330-1333 (scale / size^2), cudaconv3/src/conv_util.cu lines 966-1011.
+RNORM_SIZE, RNORM_SCALE, RNORM_POW, RNORM_MIN_DIV = 5, 1e-3, 0.75, 1.0
 
 
 def local_response_norm(x: Array, *, k: float = 2.0, n: int = 5, alpha: float = 1e-4,
@@ -61,14 +88,43 @@ def _name(value: Any) -> str:
     return str(value)
 
 
-def _initializers(scheme: str, layer: str, tower_axis: bool = True) -> tuple[Callable, Callable]:
+def spatial_response_norm(x: Array, *, size: int = RNORM_SIZE, scale: float = RNORM_SCALE,
+                          power: float = RNORM_POW, min_div: float = RNORM_MIN_DIV) -> Array:
+  """cuda-convnet2's `rnorm` (same-map) normalization of NHWC `x`, per channel: see RNORM_*."""
+  squares = jax.lax.reduce_window(jnp.square(x), jnp.zeros((), x.dtype), jax.lax.add,
+                                  (1, size, size, 1), (1, 1, 1, 1),
+                                  ((0, 0), (size // 2, size - 1 - size // 2),
+                                   (size // 2, size - 1 - size // 2), (0, 0)))
+  return x * (min_div + scale / size**2 * squares) ** -power
+
+
+def _fan_in_uniform(key: Array, shape: Sequence[int], fan_in: int) -> Array:
+  bound = 1.0 / math.sqrt(fan_in)
+  return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def _initializers(scheme: str, layer: str, summed_towers: int = 1) -> tuple[Callable, Callable]:
+  """(kernel_init(key, shape), bias_init(key, shape, fan_in)) of `layer` under `scheme`.
+
+  Kernels are [towers, (kh, kw,) in, out]; a unit's fan-in is one tower's kh * kw * in, times
+  `summed_towers` for a layer that sums its towers' partial products (fc8 reads every tower).
+  """
   std, bias = WEIGHT_INITS[scheme][layer]
   if std is None:  # Fan-in of one tower's kernel: the tower axis (first) is a batch axis.
     kernel_init = nn.initializers.variance_scaling(
-        2.0, 'fan_in', 'normal', in_axis=-2, out_axis=-1, batch_axis=(0,) if tower_axis else ())
+        2.0, 'fan_in', 'normal', in_axis=-2, out_axis=-1, batch_axis=(0,))
+  elif std == FAN_IN_UNIFORM:
+    kernel_init = lambda key, shape, dtype=jnp.float32: _fan_in_uniform(
+        key, shape, summed_towers * math.prod(shape[1:-1]))
   else:
     kernel_init = nn.initializers.normal(std)
-  return kernel_init, nn.initializers.constant(bias)
+  if bias == FAN_IN_UNIFORM:
+    return kernel_init, _fan_in_uniform
+  return kernel_init, _constant(bias)
+
+
+def _constant(value: float) -> Callable:
+  return lambda key, shape, fan_in: jnp.full(shape, value, jnp.float32)
 
 
 class TowerConv(nn.Module):
@@ -79,7 +135,7 @@ class TowerConv(nn.Module):
   stride: int = 1
   padding: int = 0
   kernel_init: Callable = nn.initializers.normal(0.01)
-  bias_init: Callable = nn.initializers.zeros
+  bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()
 
@@ -88,7 +144,8 @@ class TowerConv(nn.Module):
     stored = self.layout.stored_towers(self.name, self.towers)
     kernel = self.param('kernel', self.kernel_init, (stored, self.kernel_size, self.kernel_size,
                                                      inputs[0].shape[-1], self.features))
-    bias = self.param('bias', self.bias_init, (stored, self.features))
+    fan_in = math.prod(kernel.shape[1:-1])
+    bias = self.param('bias', self.bias_init, (stored, self.features), fan_in)
     outputs = self.layout.tower_convs(inputs, kernel.astype(self.dtype), self.stride,
                                       self.padding)
     return tuple(y + bias[t].astype(self.dtype) for t, y in enumerate(outputs))
@@ -99,7 +156,7 @@ class TowerDense(nn.Module):
   towers: int
   features: int  # Per tower.
   kernel_init: Callable = nn.initializers.normal(0.01)
-  bias_init: Callable = nn.initializers.zeros
+  bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()
 
@@ -107,7 +164,7 @@ class TowerDense(nn.Module):
   def __call__(self, inputs: Towers) -> Towers:
     stored = self.layout.stored_towers(self.name, self.towers)
     kernel = self.param('kernel', self.kernel_init, (stored, inputs[0].shape[-1], self.features))
-    bias = self.param('bias', self.bias_init, (stored, self.features))
+    bias = self.param('bias', self.bias_init, (stored, self.features), kernel.shape[1])
     inputs = inputs * stored if len(inputs) != stored else inputs
     return tuple(x.astype(self.dtype) @ kernel[t].astype(self.dtype) + bias[t].astype(self.dtype)
                  for t, x in enumerate(inputs))
@@ -122,7 +179,7 @@ class TowerSumDense(nn.Module):
   towers: int
   features: int
   kernel_init: Callable = nn.initializers.normal(0.01)
-  bias_init: Callable = nn.initializers.zeros
+  bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()
 
@@ -130,8 +187,8 @@ class TowerSumDense(nn.Module):
   def __call__(self, inputs: Towers) -> Array:
     stored = self.layout.stored_towers(self.name, self.towers)
     kernel = self.param('kernel', self.kernel_init, (stored, inputs[0].shape[-1], self.features))
-    bias = self.param('bias', lambda key, shape: self.bias_init(key, (1,) + shape)[0],
-                      (self.features,))
+    fan_in = self.towers * inputs[0].shape[-1]  # The sum runs over every tower's features.
+    bias = self.param('bias', self.bias_init, (self.features,), fan_in)
     partial = [x.astype(self.dtype) @ kernel[t].astype(self.dtype) for t, x in enumerate(inputs)]
     total = self.layout.sum_towers(sum(partial[1:], partial[0]), self.name, self.towers)
     return total + bias.astype(self.dtype)
@@ -158,11 +215,16 @@ class AlexNet(nn.Module):
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
   lrn_alpha_divided_by_n: bool = False  # The paper: no; PyTorch and Caffe: yes.
+  # cuda-convnet2 (docs/paper.md, "Where Krizhevsky's code differs from the paper"): conv1 has no
+  # ReLU of its own; LRN sees its signed responses and the ReLU sits on pool1 (layers cfg 9-63).
+  conv1_relu_after_pool: bool = False
+  conv2_rnorm: bool = False  # cuda-convnet2: same-map `rnorm` after conv2's LRN (see RNORM_*).
   conv1_padding: int = 0  # torchvision's variant: 2.
   pooling: str = 'overlapping'  # overlapping 3/2 (§3.4) | non_overlapping 2/2.
   dropout_rate: float = 0.5  # §4.2, in fc6 and fc7.
   dropout_placement: str = 'after'  # after: fc6/fc7 outputs (paper) | before: inputs (torchvision).
-  weight_init: str = 'paper'  # paper: §5 | he: fan-in scaled normal, zero biases.
+  weight_init: str = 'paper'  # A scheme of WEIGHT_INITS: paper (§5) | he | cuda_convnet2 | caffe
+  #                             | pytorch (torchvision's: PyTorch's layer defaults).
   dtype: Any = 'float32'  # Computation dtype (float32 | bfloat16); parameters stay float32.
   layout: Layout = Layout()  # Where the towers live and which kernels run (not a config key).
 
@@ -221,8 +283,13 @@ class AlexNet(nn.Module):
       return TowerDense(T, features, *self._init(name), dtype, layout, name=name)
 
     x = (images_BHWC.astype(dtype),)  # Both towers see the whole image.
-    x = pool(self._lrn(act(conv('conv1', c1, 11, 4, self.conv1_padding)(x))))
-    x = pool(self._lrn(act(conv('conv2', c2, 5, 1, 2)(x))))
+    x = conv('conv1', c1, 11, 4, self.conv1_padding)(x)
+    # ReLU and max-pool commute: only LRN's input differs between the two orders.
+    x = act(pool(self._lrn(x))) if self.conv1_relu_after_pool else pool(self._lrn(act(x)))
+    x = self._lrn(act(conv('conv2', c2, 5, 1, 2)(x)))
+    if self.conv2_rnorm:
+      x = tuple(spatial_response_norm(t) for t in x)
+    x = pool(x)
     x = (layout.all_towers(x, T, 'conv3'),)  # conv3 sees both towers.
     x = act(conv('conv3', c3, 3, 1, 1)(x))
     x = act(conv('conv4', c4, 3, 1, 1)(x))
@@ -235,7 +302,7 @@ class AlexNet(nn.Module):
     return logits.astype(jnp.float32)
 
   def _init(self, layer: str) -> tuple[Callable, Callable]:
-    return _initializers(self.weight_init, layer)
+    return _initializers(self.weight_init, layer, self.towers if layer == 'fc8' else 1)
 
   def _lrn(self, xs: Towers) -> Towers:
     if not self.lrn:

@@ -2,8 +2,11 @@
 
     python -m alexnet_jax.predict --workdir=workdirs/default shirt.png boot.jpg
 
-Each image gets the evaluation preprocessing of the model's data set (the centre view, or the ten
-crops when the config evaluates with ten), the softmax averaged over the crops, and prints
+Each file is decoded as an image viewer shows it (alexnet_jax.data.images: EXIF orientation, 16-bit
+and float samples, palettes, transparency over white, ICC profiles), then gets the evaluation
+preprocessing of the model's data set (the centre view, or the ten crops when the config evaluates
+with ten; for ImageNet models the input convention of config.input, alexnet_jax/data/convention.py),
+the softmax averaged over the crops, and prints
 
     shirt.png
       1. Shirt              71.20%
@@ -21,25 +24,13 @@ from typing import TextIO
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
+from absl import flags  # noqa: E402
 
-from alexnet_jax import data, trained_model  # noqa: E402
-from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
-
-
-
-def decode_image(path: str, channels: int) -> np.ndarray:
-  """uint8 [H, W, channels]; raises UserError for a missing or undecodable file."""
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert('L' if channels == 1 else 'RGB')).reshape(
-          image.height, image.width, channels)
-  except FileNotFoundError as e:
-    raise UserError('no such file') from e
-  except (UnidentifiedImageError, OSError, ValueError) as e:
-    raise UserError(f'cannot decode image ({e.__class__.__name__})') from e
+from alexnet_jax import cli, data, trained_model  # noqa: E402
+from alexnet_jax.data import convention, images  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
 
 
 def make_predictor(trained: trained_model.TrainedModel) -> Callable[[np.ndarray], np.ndarray]:
@@ -60,7 +51,7 @@ def predict_files(trained: trained_model.TrainedModel,
   failed = 0
   for path in paths:
     try:
-      crops = preprocess_image(decode_image(path, trained.image_shape[-1]))
+      crops = preprocess_image(images.decode_image(path, trained.image_shape[-1]))
     except UserError as e:
       print(f'error: {path}: {e}', file=err)
       failed += 1
@@ -73,31 +64,36 @@ def predict_files(trained: trained_model.TrainedModel,
   return failed
 
 
+def image_preprocessor(config: ml_collections.ConfigDict) -> Callable[[np.ndarray], np.ndarray]:
+  """The config's evaluation input for one decoded image. Without the data set where the config
+  carries its whole input convention (a converted model: the mean in the config or a file of
+  the workdir); otherwise the data set's own, which may need it prepared (a training mean)."""
+  preprocess = convention.offline_preprocessor(config)
+  if preprocess is not None:
+    return preprocess
+  dataset = data.create_dataset(config)
+  if dataset.preprocess_image is None:
+    raise UserError(f'the {config.dataset} input pipeline offers no single-image '
+                    'preprocessing yet, so predict cannot reproduce its evaluation input.')
+  return dataset.preprocess_image
+
+
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  logging.set_verbosity(logging.ERROR)  # Library chatter (Orbax, TFDS) off the console.
+def main(argv) -> int:
   paths = argv[1:]
-  with exit_on_user_error():
-    if not paths:
-      raise UserError('no images given: python -m alexnet_jax.predict --workdir=DIR IMAGE...')
-    trained = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
-    dataset = data.create_dataset(trained.config)
-    if dataset.preprocess_image is None:
-      raise UserError(f'the {trained.config.dataset} input pipeline offers no single-image '
-                      'preprocessing yet, so predict cannot reproduce its evaluation input.')
-    failed = predict_files(trained, dataset.preprocess_image, paths, FLAGS.top_k)
-  sys.exit(1 if failed else 0)
+  if not paths:
+    raise UserError('no images given: python -m alexnet_jax.predict --workdir=DIR IMAGE...')
+  trained = cli.load_trained_model()
+  failed = predict_files(trained, image_preprocessor(trained.config), paths, FLAGS.top_k)
+  return 1 if failed else 0
 
 
-def _define_flags() -> None:
-  # Defined only when run as a command: the module is also imported as a library.
-  flags.DEFINE_string('workdir', None, 'Workdir of a trained model (latest step).')
-  flags.DEFINE_string('checkpoint', None, 'A step directory, DIR/checkpoints/STEP.')
+def define_flags() -> None:
+  cli.define_trained_model_flags()
   flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  cli.run(main, define_flags, arguments=True)

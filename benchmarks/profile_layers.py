@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
-from alexnet_jax import ops
+from alexnet_jax import cli, ops
 
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Images per step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed repetitions (median).')
@@ -123,4 +123,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, log_level='info')

@@ -19,12 +19,17 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import data, metrics, registry, train, trained_model  # noqa: E402
+from alexnet_jax import cli, data, metrics, optim, registry, train, trained_model  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
 
 BATCH, REPEATS, TRAIN_EXAMPLES = 128, 15, 60_000
 
 
-def main(workdirs: list[str]) -> None:
+def main(argv: list[str]) -> None:
+  workdirs = argv[1:]
+  if not workdirs:
+    raise UserError('pass the trained workdirs to compare: python experiments/lenet_vs_alexnet.py '
+                    'WORKDIR...')
   rows, steps = [], []
   for workdir in workdirs:
     config = trained_model.load_config(workdir)
@@ -36,8 +41,10 @@ def main(workdirs: list[str]) -> None:
     flops = jax.jit(lambda p, x, m=model: m.apply({'params': p}, x)).lower(
         params, images).compile().cost_analysis()['flops']
     evals = [r for r in metrics.read_jsonl(f'{workdir}/metrics.jsonl') if 'eval/top1_error' in r]
+    if not evals:
+      raise UserError(f'{workdir}/metrics.jsonl has no evaluation yet; train it first.')
     final = evals[-1]
-    tx = train.create_optimizer(config)
+    tx = optim.create_optimizer(config)
     state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
     batch = {'image': jnp.asarray(np.random.default_rng(0).normal(size=(BATCH,) + shape),
                                   jnp.float32), 'label': jnp.arange(BATCH) % 10}
@@ -63,4 +70,4 @@ def main(workdirs: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  cli.run(main, arguments=True)

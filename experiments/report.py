@@ -60,15 +60,22 @@ def load_run(directory: str, variant: str, seed_index: int) -> Run:
   marker_path = os.path.join(directory, MARKER)
   if not os.path.exists(marker_path):
     return Run(variant, seed_index, 'missing')
-  with open(marker_path, encoding='utf-8') as f:
-    marker = json.load(f)
-  run = Run(variant, seed_index, marker['status'], marker.get('error', ''), marker['wall_s'],
-            marker.get('cpu_s', math.nan), marker['config']['batch_size'])
+  try:
+    with open(marker_path, encoding='utf-8') as f:
+      marker = json.load(f)
+    run = Run(variant, seed_index, marker['status'], marker.get('error', ''), marker['wall_s'],
+              marker.get('cpu_s', math.nan), marker['config']['batch_size'])
+  except (ValueError, OSError, KeyError, TypeError) as e:  # A damaged marker file.
+    return Run(variant, seed_index, 'failed', f'{marker_path} is damaged ({type(e).__name__})')
   metrics_path = os.path.join(directory, 'metrics.jsonl')
   rows = []
   if os.path.exists(metrics_path):
-    with open(metrics_path, encoding='utf-8') as f:
-      rows = [json.loads(line) for line in f if line.strip()]
+    with open(metrics_path, encoding='utf-8', errors='replace') as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except ValueError:  # A torn last line of a killed run, or a damaged one: skipped.
+          continue
   # A resumed run logs again from its checkpoint: the last row of each step wins.
   by_step: dict[tuple[str, int], dict[str, float]] = {}
   for row in rows:

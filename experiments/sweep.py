@@ -25,11 +25,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ml_collections  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from alexnet_jax import registry  # noqa: E402
-from alexnet_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from alexnet_jax import cli, registry  # noqa: E402
+from alexnet_jax.errors import UserError  # noqa: E402
 from experiments import report, sweeps  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -76,11 +76,18 @@ def run_dir(workdir: str, variant: str, seed_index: int) -> str:
 
 
 def read_marker(directory: str) -> dict[str, Any] | None:
+  """The run's marker; None without one, or with a damaged one (the run is then done again,
+  resuming from its checkpoint, and writes a new marker)."""
   path = os.path.join(directory, MARKER)
   if not os.path.exists(path):
     return None
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      marker = json.load(f)
+  except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, unreadable.
+    logging.warning('%s is damaged (%s); the run counts as not done.', path, e)
+    return None
+  return marker if isinstance(marker, dict) and 'status' in marker else None
 
 
 def _write_marker(directory: str, marker: dict[str, Any]) -> None:
@@ -248,35 +255,33 @@ def tuning_config(sweep: sweeps.Sweep, base: ml_collections.ConfigDict) -> ml_co
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv
   import tensorflow as tf  # TensorFlow only feeds data: keep it off any accelerator JAX needs.
   tf.config.set_visible_devices([], 'GPU')
-  with exit_on_user_error():
-    if not _WORKDIR.value:
-      raise UserError('--workdir is required: the directory for the runs, tables and figures.')
-    sweep = sweeps.SWEEPS[_SWEEP.value]
-    base = budgeted_base(sweep, _BASE.value, 'base_config', _QUICK.value)
-    seeds = _SEEDS.value or (1 if _QUICK.value else sweep.default_seeds)
-    if _ONLY_RUN.value:
-      variant, seed_index = _ONLY_RUN.value.rsplit(':', 1)
-      root, run_base = _WORKDIR.value, base
-      if _TUNING.value:
-        root, run_base = os.path.join(root, TUNING_DIR), tuning_config(sweep, base)
-      [(_, _, config)] = [r for r in plan(sweep, run_base, int(seed_index) + 1, [variant])
-                          if r[1] == int(seed_index)]
-      marker = train_in_process(config, run_dir(root, variant, int(seed_index)))
-      sys.exit(0 if marker['status'] == 'finished' else 1)
-    # The command that trains the runs the tables describe (a --report_only rerun writes the same).
-    arguments = [a for a in sys.argv[1:] if a not in ('--report_only', '--report_only=true')]
-    command = ' '.join(['python', 'experiments/sweep.py', *arguments])
-    child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
-                   f'--quick={_QUICK.value}', *_forwarded_base_config_args(sys.argv)]
-    results = run_sweep(sweep, base, _WORKDIR.value, seeds, isolation=_ISOLATION.value,
-                        child_flags=child_flags, only=_VARIANTS.value,
-                        train_runs=not _REPORT_ONLY.value, command=command)
-    print(report.console_summary(results, _WORKDIR.value))
+  if not _WORKDIR.value:
+    raise UserError('--workdir is required: the directory for the runs, tables and figures.')
+  sweep = sweeps.SWEEPS[_SWEEP.value]
+  base = budgeted_base(sweep, _BASE.value, 'base_config', _QUICK.value)
+  seeds = _SEEDS.value or (1 if _QUICK.value else sweep.default_seeds)
+  if _ONLY_RUN.value:
+    variant, seed_index = _ONLY_RUN.value.rsplit(':', 1)
+    root, run_base = _WORKDIR.value, base
+    if _TUNING.value:
+      root, run_base = os.path.join(root, TUNING_DIR), tuning_config(sweep, base)
+    [(_, _, config)] = [r for r in plan(sweep, run_base, int(seed_index) + 1, [variant])
+                        if r[1] == int(seed_index)]
+    marker = train_in_process(config, run_dir(root, variant, int(seed_index)))
+    sys.exit(0 if marker['status'] == 'finished' else 1)
+  # The command that trains the runs the tables describe (a --report_only rerun writes the same).
+  arguments = [a for a in sys.argv[1:] if a not in ('--report_only', '--report_only=true')]
+  command = ' '.join(['python', 'experiments/sweep.py', *arguments])
+  child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
+                 f'--quick={_QUICK.value}', *_forwarded_base_config_args(sys.argv)]
+  results = run_sweep(sweep, base, _WORKDIR.value, seeds, isolation=_ISOLATION.value,
+                      child_flags=child_flags, only=_VARIANTS.value,
+                      train_runs=not _REPORT_ONLY.value, command=command)
+  print(report.console_summary(results, _WORKDIR.value))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, log_level='info')

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from alexnet_jax import onednn, registry
-from benchmarks import torch_alexnet
+from benchmarks import compare, torch_alexnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default config shrunk (its Fashion-MNIST channel count does not matter: inputs are random).
@@ -50,15 +50,65 @@ def test_torch_reference_is_the_paper_model():
 def test_compare_prints_every_contender_with_ratios(tmp_path):
   out = tmp_path / 'rows.json'
   stdout = _run('-m', 'benchmarks.compare', '--batch_sizes=2', '--rounds=1', '--steps=1',
-                '--torch_modes=eager', f'--json_out={out}')
-  rows = json.loads(out.read_text())
+                '--torch_modes=eager', '--allocators=system', f'--json_out={out}')
+  rows = json.loads(out.read_text())['rows']
   assert [r['name'] for r in rows] == ['jax_fp32', 'torch_eager', 'jax_fp32_xla_convs',
                                        'jax_bf16']
   torch_row = rows[1]
-  assert torch_row['train_vs_best_torch'] == pytest.approx(1.0)
   for row in rows:
+    # Both workers ran on glibc's defaults (not the malloc settings `import alexnet_jax` makes).
+    assert row['allocator'] == 'system'
+    assert row['allocator_status'] == 'glibc defaults kept (ALEXNET_JAX_MALLOC=system)'
+    assert row['train_vs_best_torch'] == pytest.approx(
+        row['train_images_per_sec'] / torch_row['train_images_per_sec'])
     assert row['train_images_per_sec'] > 0 and row['compile_seconds'] > 0
     assert row['name'] in stdout
+  assert 'best of each, batch 2 train (any allocator): jax_' in stdout
+
+
+def test_each_allocator_is_an_environment_for_both_workers(monkeypatch):
+  assert compare.allocator_environment('system') == {'ALEXNET_JAX_MALLOC': 'system',
+                                                     'LD_PRELOAD': ''}
+  assert compare.allocator_environment('tuned') == {'ALEXNET_JAX_MALLOC': 'tuned',
+                                                    'LD_PRELOAD': ''}
+  found = {'tcmalloc_minimal': 'libtcmalloc_minimal.so.4'}
+  monkeypatch.setattr(compare.ctypes.util, 'find_library', found.get)
+  assert compare.allocator_environment('tcmalloc') == {'LD_PRELOAD': 'libtcmalloc_minimal.so.4'}
+  monkeypatch.setattr(compare.ctypes.util, 'find_library', lambda name: None)
+  assert compare.allocator_environment('tcmalloc') is None  # Skipped, with a note.
+
+
+def _row(name, allocator, train, infer=1.0, batch_size=32):
+  return {'name': name, 'allocator': allocator, 'batch_size': batch_size,
+          'train_images_per_sec': train, 'infer_images_per_sec': infer}
+
+
+def test_ratios_divide_by_the_fastest_torch_mode_of_the_same_allocator():
+  rows = compare.add_ratios([
+      _row('jax_fp32', 'tuned', 60.0), _row('torch_eager', 'tuned', 40.0),
+      _row('torch_compile', 'tuned', 50.0), _row('jax_fp32', 'system', 45.0),
+      _row('torch_eager', 'system', 30.0)])
+  by_key = {(r['name'], r['allocator']): r['train_vs_best_torch'] for r in rows}
+  # Not the first torch row (40), not the other allocator's (30): torch_compile's 50.
+  assert by_key[('jax_fp32', 'tuned')] == pytest.approx(60 / 50)
+  assert by_key[('torch_eager', 'tuned')] == pytest.approx(40 / 50)
+  assert by_key[('torch_compile', 'tuned')] == pytest.approx(1.0)
+  assert by_key[('jax_fp32', 'system')] == pytest.approx(45 / 30)
+  assert compare.add_ratios([_row('jax_fp32', 'tuned', 60.0)])[0]['train_vs_best_torch'] is None
+
+
+def test_best_of_each_picks_each_frameworks_fastest_under_any_allocator():
+  rows = [_row('jax_fp32', 'tuned', 60.0, infer=200.0), _row('jax_fp32', 'system', 45.0),
+          _row('torch_eager', 'system', 30.0, infer=90.0),
+          _row('torch_compile', 'tcmalloc', 50.0, infer=250.0)]
+  summary = {(s['phase'], s['allocators']): s for s in compare.best_of_each(rows)}
+  train = summary[('train', 'any')]
+  assert (train['jax'], train['torch']) == ('jax_fp32@tuned', 'torch_compile@tcmalloc')
+  assert train['jax_over_torch'] == pytest.approx(60 / 50)
+  assert summary[('infer', 'any')]['jax_over_torch'] == pytest.approx(200 / 250)
+  system = summary[('train', 'system')]
+  assert (system['jax'], system['torch']) == ('jax_fp32@system', 'torch_eager@system')
+  assert system['jax_over_torch'] == pytest.approx(45 / 30)
 
 
 def test_flops_are_counted_whichever_convolution_kernels_run():

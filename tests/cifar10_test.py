@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import train
-from alexnet_jax.data import cifar10
+from alexnet_jax.data import Position, cifar10
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -104,6 +104,11 @@ def tiny(tmp_path_factory):
 def prepared(tiny):
   """TFDS's cifar10 builder prepared from the tiny package, once for the module."""
   return tiny
+
+
+def _at(step: int) -> Position:
+  """The data position after `step` batches of 20 (_config's batch size) of the 100 examples."""
+  return Position.at_step(step, 20, 100)
 
 
 def _config(prepared, **overrides):
@@ -287,22 +292,22 @@ def test_training_statistics_against_numpy(prepared):
   assert abs(stats.pca_eigenvectors[:, 0] @ axis) > 0.99
 
 
-def test_train_batches_are_a_function_of_seed_and_step(prepared):
+def test_train_batches_are_a_function_of_seed_and_position(prepared):
   config = _config(prepared, crop_padding=4, random_flip=True, pca_lighting=True)
   dataset = cifar10.create_dataset(config, 0, 1)
-  from_start = dataset.train_batches(0)
+  from_start = dataset.train_batches()
   batches = [next(from_start) for _ in range(8)]  # Crosses the epoch boundary (100 / 20 = 5).
-  resumed = dataset.train_batches(3)
+  resumed = dataset.train_batches(_at(3))
   for expected in batches[3:]:
     got = next(resumed)
     np.testing.assert_array_equal(got['image'], expected['image'])
     np.testing.assert_array_equal(got['label'], expected['label'])
   assert not np.array_equal(batches[0]['image'], batches[5]['image'])  # Epoch 1 is reshuffled.
   again = cifar10.create_dataset(config, 0, 1)  # Another instance, same seed: same batch.
-  np.testing.assert_array_equal(next(again.train_batches(2))['image'], batches[2]['image'])
+  np.testing.assert_array_equal(next(again.train_batches(_at(2)))['image'], batches[2]['image'])
   config.seed = 1
-  assert not np.array_equal(
-      next(cifar10.create_dataset(config, 0, 1).train_batches(2))['image'], batches[2]['image'])
+  other_seed = cifar10.create_dataset(config, 0, 1)
+  assert not np.array_equal(next(other_seed.train_batches(_at(2)))['image'], batches[2]['image'])
 
 
 def test_train_labels_belong_to_their_images(prepared):
@@ -310,7 +315,7 @@ def test_train_labels_belong_to_their_images(prepared):
   originals = _originals(prepared['files'], cifar10.TRAIN_FILES)
   train_images = np.concatenate([prepared['files'][n][0] for n in cifar10.TRAIN_FILES])
   mean = train_images.mean(axis=(0, 1, 2))
-  batches = dataset.train_batches(0)
+  batches = dataset.train_batches()
   restored = set()
   for _ in range(5):  # One epoch: every image once.
     batch = next(batches)
@@ -352,16 +357,16 @@ def test_a_training_subset_is_trained_and_evaluated_alone(prepared):
 
 def test_processes_get_disjoint_shares_of_each_augmented_batch(prepared):
   config = _config(prepared, crop_padding=4, random_flip=True, pca_lighting=True)
-  whole = next(cifar10.create_dataset(config, 0, 1).train_batches(4))
-  parts = [next(cifar10.create_dataset(config, i, 2).train_batches(4)) for i in range(2)]
+  whole = next(cifar10.create_dataset(config, 0, 1).train_batches(_at(4)))
+  parts = [next(cifar10.create_dataset(config, i, 2).train_batches(_at(4))) for i in range(2)]
   np.testing.assert_array_equal(np.concatenate([p['label'] for p in parts]), whole['label'])
   np.testing.assert_allclose(np.concatenate([p['image'] for p in parts]), whole['image'])
 
 
 def test_crops_and_flips_move_pixels_within_the_padding(prepared):
-  plain = next(cifar10.create_dataset(_config(prepared), 0, 1).train_batches(1))['image']
+  plain = next(cifar10.create_dataset(_config(prepared), 0, 1).train_batches(_at(1)))['image']
   moved = next(cifar10.create_dataset(
-      _config(prepared, crop_padding=4, random_flip=True), 0, 1).train_batches(1))['image']
+      _config(prepared, crop_padding=4, random_flip=True), 0, 1).train_batches(_at(1)))['image']
   found = 0
   for image, augmented in zip(plain, moved):
     for flip in (False, True):
@@ -384,7 +389,7 @@ def test_pca_lighting_uses_cifar10s_own_eigenvectors(prepared):
   train_images = np.concatenate([prepared['files'][n][0] for n in cifar10.TRAIN_FILES])
   stats = cifar10.compute_statistics(train_images)
   shifts = []
-  for plain_batch, lit_batch in zip(plain.train_batches(0), lit.train_batches(0)):
+  for plain_batch, lit_batch in zip(plain.train_batches(), lit.train_batches()):
     difference = lit_batch['image'] - plain_batch['image']
     np.testing.assert_allclose(difference, difference[:, :1, :1].repeat(32, 1).repeat(32, 2),
                                atol=1e-3)
@@ -397,7 +402,7 @@ def test_pca_lighting_uses_cifar10s_own_eigenvectors(prepared):
 
 def test_upscaling_and_preprocess_image(prepared):
   dataset = cifar10.create_dataset(_config(prepared, image_size=67), 0, 1)
-  assert next(dataset.train_batches(0))['image'].shape == (20, 67, 67, 3)
+  assert next(dataset.train_batches())['image'].shape == (20, 67, 67, 3)
   evaluated = np.concatenate([b['image'][b['mask']] for b in dataset.eval_batches['']()])
   assert evaluated.shape == (PER_FILE, 67, 67, 3)
   one = dataset.preprocess_image(prepared['files']['test_batch'][0][0])

@@ -1,6 +1,7 @@
 """Tests of the paper conformance report: the paper config matches every row, each deliberate
 deviation shows on its own rows, and the counts agree with hand arithmetic."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -10,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint, conformance, registry, train
+from alexnet_jax import checkpoint, conformance, models, recipes, registry, train
+from alexnet_jax.conformance import init_stats
+from alexnet_jax.conformance import spec
 from alexnet_jax.errors import UserError
-from configs import default, imagenet, torchvision
+from configs import bvlc_alexnet, cuda_convnet2, default, imagenet, torchvision
 
 # Multiply-adds per image (227x227 input), by hand from the layer table in docs/paper.md,
 # Architecture (§3.5, Fig. 2):
@@ -40,6 +43,20 @@ TORCHVISION_PARAMS = (64 * 363 + 64 + 192 * 1600 + 192 + 384 * 1728 + 384 + 256 
                       + 4096 * 1000 + 1000)
 
 
+@functools.cache
+def _measured(name):
+  """One measurement per shipped config, shared by the tests that compare it with a source."""
+  module = {'imagenet': imagenet, 'bvlc_alexnet': bvlc_alexnet, 'torchvision': torchvision,
+            'cuda_convnet2': cuda_convnet2}[name]
+  config = module.get_config()
+  return conformance.measure(config), config
+
+
+def _report(name, reference='paper'):
+  measurement, config = _measured(name)
+  return conformance.compare(measurement, config, reference)
+
+
 def _differs(rows):
   return {(r.layer, r.item) for r in rows if r.status == 'DIFFERS'}
 
@@ -64,10 +81,10 @@ def test_paper_spec_arithmetic_agrees_with_hand_counts():
 
 
 def test_paper_config_matches_every_row():
-  rows = conformance.report(imagenet.get_config())
+  rows = _report('imagenet')
   assert [r for r in rows if r.status != 'match'] == []
   assert conformance.exit_status(rows) == 0
-  assert conformance.summary(rows) == f'conformance: all {len(rows)} measured rows match the paper.'
+  assert conformance.summary(rows) == f'conformance: all {len(rows)} checked rows match the paper.'
   for layer, macs in PAPER_MACS.items():
     assert _row(rows, layer, 'multiply-adds').measured == f'{macs:,}'
   assert _row(rows, 'total', 'multiply-adds per image').measured == f'{724_406_816:,}'
@@ -122,7 +139,7 @@ def test_one_tower_differs_in_towers_and_counts():
 
 
 def test_torchvision_variant():
-  rows = conformance.report(torchvision.get_config(), measure_init=False)
+  rows = _report('torchvision')
   assert _row(rows, 'total', 'parameters').measured == f'{TORCHVISION_PARAMS:,}'
   assert _row(rows, 'total', 'multiply-adds per image').measured == f'{TORCHVISION_MACS:,}'
   assert _row(rows, 'conv1', 'kernel, stride, pad').measured == '11x11 s4 p2'
@@ -180,3 +197,134 @@ def test_command_line_on_the_embedded_default():
   missing = subprocess.run(command[:4] + ['--checkpoint=/nonexistent'], capture_output=True,
                            text=True, env=env, timeout=600)
   assert missing.returncode == 2 and 'error:' in missing.stderr
+
+
+@pytest.mark.slow
+def test_command_line_against_another_source():
+  env = dict(os.environ, PYTHONPATH=os.getcwd())
+  command = [sys.executable, '-m', 'alexnet_jax.conformance', '--config=configs/default.py',
+             '--reference=caffe', '--config.batch_size=256']
+  result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+  assert result.returncode == 1, result.stderr
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith("AlexNet conformance with Caffe's models/bvlc_alexnet:")
+  assert lines[2].split('|')[3].strip() == 'caffe'  # The column of the source's values.
+  rows = {tuple(cell.strip() for cell in line.split('|')[1:3]): line.split('|')[3:6]
+          for line in lines if line.startswith('| ')}
+  assert rows['config', 'batch_size'][2].strip() == 'match'  # The override took effect.
+  # The Fashion-MNIST config has no channel order: it cannot claim Caffe's BGR.
+  assert [cell.strip() for cell in rows['config', 'input.channel_order']] == [
+      'bgr', 'not in the config', 'DIFFERS']
+  assert any(line.startswith('- config batch_size: Caffe models/bvlc_alexnet/train_val.prototxt')
+             for line in lines)
+  assert lines[-1].startswith('conformance: ') and 'differ from caffe' in lines[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Against each source (alexnet_jax/recipes.py): a row matches only where that source agrees.
+
+CONFIGS = {'paper': 'imagenet', 'cuda_convnet2': 'cuda_convnet2', 'caffe': 'bvlc_alexnet',
+           'torchvision': 'torchvision'}
+# Rows that compare structure only (window and stride; all channels or each tower its own; where
+# the LRN window stops): their text also shows sizes, which other rows compare.
+STRUCTURE_ONLY = {'max-pool', 'kernels see', 'LRN window'}
+
+
+@pytest.mark.slow
+def test_each_recipe_matches_its_own_source_and_differs_exactly_where_sources_disagree():
+  for own, config_name in CONFIGS.items():
+    rows = _report(config_name, own)
+    assert [(r.layer, r.item, r.measured) for r in rows if r.status != 'match'] == [], own
+    expected = {(r.layer, r.item): r.reference for r in rows}
+    for other in recipes.RECIPES:
+      for r in _report(config_name, other):
+        if (r.layer, r.item) not in expected:  # A row only the other source has.
+          continue
+        agree = r.reference == expected[r.layer, r.item]
+        if agree or r.item not in STRUCTURE_ONLY:
+          assert (r.status == 'match') == agree, (config_name, other, r)
+
+
+def test_the_paper_config_against_the_other_sources():
+  caffe = _differs(_report('imagenet', 'caffe'))
+  # Caffe's init: biases 0.1 where the paper has 1, fc6/fc7 weights std 0.005; its LRN: k=1,
+  # alpha/n, across both towers; biases: twice the rate, no decay.
+  assert {(layer, 'init') for layer in ('conv2', 'conv4', 'conv5', 'fc6', 'fc7')} <= caffe
+  assert ('conv1', 'init') not in caffe and ('conv3', 'init') not in caffe
+  assert {('conv1', 'LRN'), ('conv2', 'LRN')} | LRN_WINDOW_ROWS <= caffe
+  assert {('biases', 'learning rate'), ('biases', 'weight decay')} <= caffe
+  assert ('weights', 'learning rate') not in caffe
+  rows = _report('imagenet', 'caffe')
+  assert _row(rows, 'fc6', 'init').reference == 'N(0, 0.005), bias 0.1'
+  assert _row(rows, 'conv1', 'LRN').reference == 'k=1 n=5 alpha=2e-05 (0.0001 / n) beta=0.75'
+  assert 'caffe divides it' in _row(rows, 'conv1', 'LRN').note
+  assert _row(rows, 'config', 'input.channel_order').reference == 'bgr'
+
+  cuda = _report('imagenet', 'cuda_convnet2')
+  assert {('conv1', 'LRN input'), ('conv2', 'same-map norm')} <= _differs(cuda)
+  assert _row(cuda, 'conv2', 'same-map norm').reference == '5x5 scale=0.001 pow=0.75 minDiv=1'
+  assert _row(cuda, 'conv1', 'LRN input').measured == 'ReLU outputs'
+
+  tv = _report('imagenet', 'torchvision')
+  init_rows = {(r.layer, r.item) for r in tv if r.item == 'init'}
+  assert len(init_rows) == 8 and init_rows <= _differs(tv)  # N(0, 0.01) is not U(+-1/sqrt(fan_in))
+  assert _row(tv, 'conv1', 'init').reference == 'U(±0.0525), bias U(±0.0525)'  # 1/sqrt(363)
+  assert _row(tv, 'optimizer', 'update form').status == 'DIFFERS'
+  assert _row(tv, 'total', 'parameters').reference == f'{TORCHVISION_PARAMS:,}'
+  assert _row(tv, 'total', 'multiply-adds per image').reference == f'{TORCHVISION_MACS:,}'
+
+
+def test_the_variants_measured():
+  cuda = _report('cuda_convnet2', 'cuda_convnet2')
+  assert _row(cuda, 'conv1', 'LRN input').measured == 'signed responses'
+  assert _row(cuda, 'conv2', 'same-map norm').measured == '5x5 scale=0.001 pow=0.75 minDiv=1'
+  assert _row(cuda, 'conv1', 'LRN').measured == 'k=2 n=5 alpha=2e-05 beta=0.75'
+  assert _row(cuda, 'biases', 'learning rate').measured == '0.04'
+  tv = _report('torchvision', 'torchvision')
+  assert _row(tv, 'conv1', 'init').measured.startswith('U(±0.0525)')
+  assert _row(tv, 'optimizer', 'update form').measured.startswith('PyTorch')
+  caffe = _report('bvlc_alexnet', 'caffe')
+  assert _row(caffe, 'fc6', 'init').measured.startswith('std 0.0050')
+  assert _row(caffe, 'biases', 'weight decay').measured == '0'
+
+
+def test_each_sources_network_has_its_published_counts():
+  counts = {name: spec.shapes(spec.reference_spec(name)) for name in recipes.RECIPES}
+  for name in ('paper', 'cuda_convnet2', 'caffe'):  # The same two-tower network.
+    assert {r['name']: r['macs'] for r in counts[name]} == PAPER_MACS
+    assert sum(r['params'] for r in counts[name]) == PAPER_PARAMS
+  assert sum(r['params'] for r in counts['torchvision']) == TORCHVISION_PARAMS
+  assert sum(r['macs'] for r in counts['torchvision']) == TORCHVISION_MACS
+  # Every fact the model rows need is one the recipe states (the class count is ILSVRC's; the
+  # LRN constants only where there is an LRN).
+  for name, recipe in recipes.RECIPES.items():
+    stated = {f.key for f in recipe.checked}
+    optional = {'model.num_classes'} | ({key for key in spec.MODEL_FACTS if 'lrn_' in key}
+                                        if not recipe.fact('model.lrn').value else set())
+    assert set(spec.MODEL_FACTS) - stated <= optional, name
+
+
+def _stats(weights, biases):
+  """What report._init_stats measures, from samples."""
+  centred = weights - weights.mean()
+  return dict(std=weights.std(), mean=weights.mean(), max_abs=np.abs(weights).max(),
+              kurtosis=np.mean(centred ** 4) / np.mean(centred ** 2) ** 2 - 3,
+              bias_min=biases.min(), bias_max=biases.max())
+
+
+def test_init_rows_compare_the_distribution_not_only_its_std():
+  rng = np.random.default_rng(0)
+  fan_in = 363  # conv1: 11 x 11 x 3.
+  bound = fan_in ** -0.5
+  normal = _stats(rng.normal(0, bound / 3 ** 0.5, 20_000), np.zeros(64))
+  uniform = _stats(rng.uniform(-bound, bound, 20_000), rng.uniform(-bound, bound, 64))
+  paper_like = ((bound / 3 ** 0.5), 0.0)  # N(0, std) with the uniform's std.
+  pytorch = (models.FAN_IN_UNIFORM, models.FAN_IN_UNIFORM)
+  status = lambda expected, stats: init_stats.init_row(
+      conformance.rows.make_row, 'conv1', expected, fan_in, stats).status
+  assert status(pytorch, uniform) == 'match'
+  assert status(paper_like, normal) == 'match'
+  assert status(paper_like, uniform) == 'DIFFERS'  # Same std, other kind: the old report matched.
+  assert status(pytorch, normal) == 'DIFFERS'
+  assert status(pytorch, _stats(rng.uniform(-bound, bound, 20_000), np.zeros(64))) == 'DIFFERS'
+  assert status((0.01, 1.0), None) == 'n/a'

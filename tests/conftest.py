@@ -5,7 +5,17 @@ import os
 # Several CPU devices for the sharding tests; must be set before JAX initialises its backend.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One persistent compilation cache for the session and every process it starts (they inherit the
+# environment): the tests compile the same tiny models many times, each subprocess from scratch.
+# Git-ignored; a fresh clone starts empty. JAX_ENABLE_COMPILATION_CACHE=false turns it off.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   '.jax_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
+# Before TensorFlow and JAX start threads, so the malloc settings cover them (allocator.py).
+import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402

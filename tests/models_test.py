@@ -12,6 +12,7 @@ import tensorflow as tf
 from alexnet_jax import models
 
 PAPER_PARAMS = 60_965_224
+pytestmark = pytest.mark.accelerator
 
 
 def _init(model, size=227, channels=3):

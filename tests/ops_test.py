@@ -14,21 +14,26 @@ import numpy as np
 import pytest
 
 from alexnet_jax import onednn, ops, parallel, registry
-from configs import default
+from configs import default, imagenet
 
 jax.config.update('jax_default_matmul_precision', 'highest')
 RTOL = 1e-5
+pytestmark = pytest.mark.accelerator  # On a GPU/TPU: the lax path there, ops.py's maths.
 
 
 @pytest.fixture(params=['onednn', 'xla'])
 def conv_backend(request, monkeypatch):
+  if request.param == 'onednn' and jax.default_backend() != 'cpu':
+    pytest.skip('oneDNN computes on the CPU backend only')
   monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1' if request.param == 'onednn' else '0')
   assert onednn.available() == (request.param == 'onednn'), onednn.status()
   return request.param
 
 
 def test_onednn_kernels_are_built_where_the_wheel_exists():
-  if platform.system() == 'Linux' and platform.machine() == 'x86_64':
+  if jax.default_backend() != 'cpu':
+    assert not onednn.available(), onednn.status()  # Never on an accelerator's arrays.
+  elif platform.system() == 'Linux' and platform.machine() == 'x86_64':
     assert onednn.available(), onednn.status()
   else:
     assert not onednn.available()
@@ -171,13 +176,17 @@ def test_the_platform_decides_the_kernels_and_the_config_overrides(setting, plat
   assert parallel.platform_kernels(setting, platform) == expected
 
 
-@pytest.mark.parametrize('platform', ['cpu', 'gpu'])
-def test_each_platform_traces_its_own_kernels(platform, conv_backend):
-  """On 'cpu' the training gradient runs ops.py's custom gradients (and oneDNN's calls where it is
+@pytest.mark.parametrize('platform', ['cpu', 'gpu', 'tpu'])
+def test_each_platform_traces_its_own_kernels(platform, conv_backend, monkeypatch):
+  """The headline config (configs/imagenet.py, kernels='auto') on each backend JAX could report.
+
+  On 'cpu' the training gradient runs ops.py's custom gradients (and oneDNN's calls where it is
   built); on an accelerator, plain lax ops only: XLA's own convolutions, reduce_window pools."""
+  assert imagenet.get_config().kernels == 'auto'
+  monkeypatch.setattr(jax, 'default_backend', lambda: platform)  # What the backend decides from.
   config = default.get_config().model
   config.conv_features, config.fc_features = (8, 8, 8, 8, 8), (16, 16)
-  layout = parallel.Layout(kernels=parallel.platform_kernels('auto', platform))
+  layout = parallel.Layout(kernels=imagenet.get_config().kernels)
   model = registry.create_model(config, layout=layout)
   images = jnp.zeros((2, 67, 67, 3))
   params = jax.eval_shape(model.init, jax.random.key(0), images)['params']
@@ -190,5 +199,6 @@ def test_each_platform_traces_its_own_kernels(platform, conv_backend):
     assert ('ffi_call' in names) == onednn.available()
     assert 'select_and_scatter_add' not in names  # max-pool's gradient is ops.py's.
   else:
+    assert not onednn.available()
     assert not custom and 'ffi_call' not in names, names
     assert 'conv_general_dilated' in names and 'select_and_scatter_add' in names

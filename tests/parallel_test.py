@@ -17,7 +17,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import communication, metrics, parallel, registry, train
+from alexnet_jax import communication, metrics, optim, parallel, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -31,6 +31,14 @@ TRAIN_LAYOUTS = [(1, 1, 'towers'), (4, 2, 'towers'), (4, 2, 'hybrid')]
 def _mesh(data, model, strategy, towers=2):
   config = tiny_config(**{'mesh.data': data, 'mesh.model': model, 'mesh.strategy': strategy})
   return parallel.create_mesh(config.mesh, towers, jax.devices()[:data * model])
+
+
+def _fitting(layouts):
+  """The layouts this machine has devices for (accelerator hosts may have fewer than 8)."""
+  fitting = [layout for layout in layouts if layout[0] * layout[1] <= jax.device_count()]
+  if not fitting:
+    pytest.skip(f'{jax.device_count()} devices: too few for any of {layouts}')
+  return fitting
 
 
 def _batch(size=8, seed=1):
@@ -54,6 +62,7 @@ def _loss_and_grads(model, mesh, strategy, params, batch):
   return jax.device_get((loss, logits, grads))
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize('model_overrides', [
     {},  # The paper's model: per-tower LRN, dropout after fc6/fc7.
     {'lrn_scope': 'across_towers', 'dropout_placement': 'before'},  # Caffe LRN, torchvision.
@@ -65,7 +74,7 @@ def test_forward_and_gradients_agree_across_meshes(model_overrides):
   params = model.init(jax.random.key(0), batch['image'][:1])['params']
   ref_loss, ref_logits, ref_grads = _loss_and_grads(model, _mesh(1, 1, 'towers'), 'towers',
                                                     params, batch)
-  layouts = LAYOUTS if not model_overrides else [(2, 2, 'towers')]
+  layouts = _fitting(LAYOUTS if not model_overrides else [(2, 2, 'towers')])
   for data, model_axis, strategy in layouts:
     loss, logits, grads = _loss_and_grads(model, _mesh(data, model_axis, strategy), strategy,
                                           params, batch)
@@ -81,9 +90,11 @@ def test_forward_and_gradients_agree_across_meshes(model_overrides):
 @pytest.fixture(scope='module')
 def trained():
   """Three SGD steps (dropout on) on each of TRAIN_LAYOUTS: losses, state and compiled HLO."""
+  if jax.device_count() < 8:
+    pytest.skip(f'needs 8 devices, {jax.device_count()} here')
   config = tiny_config()
   model = registry.create_model(config.model)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   init = lambda key: train.create_train_state(model, tx, key, IMAGE_SHAPE)
   batches = [_batch(16, seed) for seed in range(3)]
   runs = {}
@@ -104,6 +115,7 @@ def trained():
   return runs
 
 
+@pytest.mark.accelerator
 def test_training_losses_agree_across_meshes(trained):
   reference = trained[TRAIN_LAYOUTS[0]]
   for layout in TRAIN_LAYOUTS[1:]:
@@ -129,6 +141,7 @@ def _scope(collective):
   return None
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize('strategy,expected_forward', [
     ('towers', {('all-gather', 'conv3'), ('all-gather', 'fc6'), ('all-gather', 'fc7'),
                 ('all-reduce', 'fc8')}),
@@ -157,6 +170,7 @@ def test_collectives_only_where_the_paper_communicates(trained, strategy, expect
     assert conv3.shapes == (('f32', (4, 3, 3, 16)),)
 
 
+@pytest.mark.accelerator
 def test_each_towers_parameters_live_only_on_its_model_shard(trained):
   run = trained[(4, 2, 'towers')]
   mesh, state = run['mesh'], run['state']

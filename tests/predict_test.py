@@ -47,7 +47,8 @@ def test_prints_top5_per_image_in_order_and_reports_bad_files(trained, tmp_path)
   assert failed == 2
   assert err.getvalue().splitlines() == [
       f'error: {tmp_path}/missing.png: no such file',
-      f'error: {tmp_path}/broken.png: cannot decode image (UnidentifiedImageError)']
+      f'error: {tmp_path}/broken.png: not an image file Pillow can read (an unknown format, or a '
+      'damaged header)']
   blocks = re.split(r'^(?=\S)', out.getvalue(), flags=re.M)[1:]
   assert [b.splitlines()[0] for b in blocks] == [paths[0], paths[1], str(rgb), paths[2]]
   # The images of the test split get exactly the probabilities of the evaluation path.

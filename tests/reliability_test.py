@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import checkpoint, data, metrics, registry, train
+from alexnet_jax import checkpoint, data, metrics, optim, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -349,7 +349,7 @@ def test_repeated_or_final_save_failures_stop_with_the_last_good_checkpoint(tmp_
 def test_a_non_finite_step_changes_nothing_and_is_flagged():
   config = tiny_config()
   model = registry.create_model(config.model)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
   step = jax.jit(lambda s, b: train.train_step(s, b, jnp.float32(0.01), jax.random.key(1),
                                               model=model, tx=tx))
@@ -368,7 +368,7 @@ def test_a_non_finite_step_changes_nothing_and_is_flagged():
 
 def test_gradient_clipping_scales_the_global_norm():
   config = tiny_config(grad_clip_norm=1.0, learning_rate=0.01, momentum=0.9, weight_decay=0.0)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   params = {'a': jnp.ones(3), 'b': jnp.zeros(4)}
   opt_state = tx.init(params)
   grads = [{'a': jnp.array([3.0, 4.0, 0.0]), 'b': jnp.zeros(4)},  # Norm 5: scaled to 1.
@@ -384,20 +384,14 @@ def test_gradient_clipping_scales_the_global_norm():
   assert tiny_config().grad_clip_norm == 0  # Off by default: the paper does not clip.
 
 
-def nan_batch_at(monkeypatch, bad_step):
-  """Makes the training batch of step `bad_step` (1-based) contain a NaN."""
-  create_dataset = data.create_dataset
-
-  def create(*args, **kwargs):
-    dataset = create_dataset(*args, **kwargs)
-
-    def train_batches(start_step):
-      for step, batch in enumerate(dataset.train_batches(start_step), start_step + 1):
-        if step == bad_step:
-          batch = dict(batch, image=np.full_like(batch['image'], np.nan))
-        yield batch
-    return dataclasses.replace(dataset, train_batches=train_batches)
-  monkeypatch.setattr(data, 'create_dataset', create)
+def with_nan_batch_at(dataset, bad_step):
+  """`dataset` whose training batch of step `bad_step` (1-based) contains a NaN."""
+  def train_batches(start=data.Position()):
+    for step, batch in enumerate(dataset.train_batches(start), start.step + 1):
+      if step == bad_step:
+        batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+      yield batch
+  return dataclasses.replace(dataset, train_batches=train_batches)
 
 
 @pytest.mark.slow
@@ -422,10 +416,11 @@ def test_nan_policy_stop_names_the_step_and_keeps_the_checkpoints(
 
 @pytest.mark.slow
 def test_nan_policy_skip_skips_the_step_and_trains_on(
-    tmp_path, reference_workdir, mock_fashion_mnist, monkeypatch):
+    tmp_path, reference_workdir, mock_fashion_mnist):
   workdir = copy_of(reference_workdir, tmp_path)
-  nan_batch_at(monkeypatch, 14)
-  state = train.train_and_evaluate(run_config(num_train_steps=15, nan_policy='skip'), workdir)
+  config = run_config(num_train_steps=15, nan_policy='skip')
+  dataset = with_nan_batch_at(data.create_dataset(config), 14)
+  state = train.train_and_evaluate(config, workdir, dataset)
   rows = merged_rows(workdir)
   assert rows[14]['train/skipped_steps'] == 1 and 'train/loss' not in rows[14]
   assert rows[13]['train/skipped_steps'] == 0 and rows[15]['train/skipped_steps'] == 0
@@ -466,8 +461,8 @@ CONFIG_ERRORS = [
     ({'mesh.model': 0}, 'config.mesh.model=0 must be a positive device count, or -1 to fill'),
     ({'batch_size': 12}, 'config.batch_size=12 is not divisible by the 8 devices the batch is '
                          'split over'),
-    ({'input.image_size': 32}, 'config.input.image_size=32 is too small for AlexNet with '
-                               'overlapping pooling; use at least 67'),
+    ({'input.image_size': 32}, 'config.input.image_size=32 is too small for the alexnet model as '
+                               'configured; use at least 67'),
     ({'momentum': 1.0}, 'config.momentum=1.0 must be in [0, 1)'),
     ({'weight_decay': -5e-4}, 'config.weight_decay=-0.0005 must be >= 0'),
     ({'lr_schedule': 'linear'}, "config.lr_schedule='linear' is unknown; expected one of plateau"),
@@ -503,9 +498,9 @@ def test_invalid_config_values_are_one_line_errors_before_any_compute(
 def test_a_checkpoint_of_another_architecture_is_a_one_line_error(
     tmp_path, reference_workdir, mock_fashion_mnist):
   workdir = copy_of(reference_workdir, tmp_path)
-  with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(parameter '
-                     r'conv5/bias: saved 2x8, this config 2x16\); use a new --workdir or the '
-                     'config that wrote it'):
+  with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(config.model.'
+                     r'conv_features: \[8, 16, 24, 24, 16\] there, \[8, 16, 24, 24, 32\] here\); '
+                     'use a new --workdir or the config that wrote it'):
     train.train_and_evaluate(run_config(**{'model.conv_features': (8, 16, 24, 24, 32)}), workdir)
 
 

@@ -11,10 +11,10 @@ import dataclasses
 import time
 
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 
 import run
-from alexnet_jax import data
+from alexnet_jax import cli, data
 
 _SECONDS_PER_BATCH = flags.DEFINE_float('seconds_per_batch', 0.0,
                                         'Sleep before each training and evaluation batch.')
@@ -30,7 +30,7 @@ def _slowed(create_dataset):
   def create(*args, **kwargs) -> data.Dataset:
     dataset = create_dataset(*args, **kwargs)
     return dataclasses.replace(
-        dataset, train_batches=lambda start_step: _slowly(dataset.train_batches(start_step)),
+        dataset, train_batches=lambda position: _slowly(dataset.train_batches(position)),
         eval_batches={name: (lambda b=batches: _slowly(b()))
                       for name, batches in dataset.eval_batches.items()})
   return create
@@ -39,4 +39,4 @@ def _slowed(create_dataset):
 if __name__ == '__main__':
   data.create_dataset = _slowed(data.create_dataset)
   with tfds.testing.mock_data(num_examples=96):
-    app.run(run.main)
+    cli.run(run.main, log_level='info')

@@ -22,10 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from alexnet_jax import communication, models, parallel, registry, train  # noqa: E402
-from alexnet_jax.data import image_shape  # noqa: E402
+from alexnet_jax import benchmark, cli, communication, models, parallel, registry  # noqa: E402
 from configs import default, imagenet  # noqa: E402
 
 _STEPS = flags.DEFINE_integer('steps', 9, 'Timed rounds (after one warm-up round).')
@@ -35,23 +34,6 @@ _SKIP_BYTES = flags.DEFINE_bool('only_times', False, 'Only the step-time table.'
 LAYOUTS = [(1, 1, 'data'), (2, 1, 'data'), (1, 2, 'towers'), (1, 2, 'hybrid'), (8, 1, 'data'),
            (4, 2, 'towers'), (4, 2, 'hybrid')]
 MB = 1e6
-
-
-def _compiled_step(config, layout):
-  data, model_axis, strategy = layout
-  config.mesh.data, config.mesh.model, config.mesh.strategy = data, model_axis, strategy
-  mesh = parallel.create_mesh(config.mesh, config.model.towers, jax.devices()[:data * model_axis])
-  model = registry.create_model(config.model, layout=parallel.Layout(kernels=config.kernels))
-  tx = train.create_optimizer(config)
-  shape = image_shape(config)
-  init = lambda key: train.create_train_state(model, tx, key, shape)
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = parallel.state_shardings(mesh, abstract, model, strategy)
-  step, _ = train.create_step_fns(model, tx, mesh, strategy, shardings)
-  batch = {'image': jax.ShapeDtypeStruct((config.batch_size,) + shape, jnp.float32),
-           'label': jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)}
-  compiled = step.lower(abstract, batch, np.float32(0.01), jax.random.key(1)).compile()
-  return compiled, mesh, init, shardings
 
 
 def _paper_bytes(config) -> tuple[float, float]:
@@ -82,7 +64,7 @@ def bytes_table() -> str:
   rows = ['| mesh (data x model) | strategy | activations, forward | activations, backward | '
           'gradients and metrics | total per device |', '|---|---|---|---|---|---|']
   for layout in LAYOUTS:
-    compiled, mesh, _, _ = _compiled_step(config, layout)
+    compiled, mesh, _, _ = benchmark.compile_layout_step(config, *layout)
     found = communication.collectives(compiled.as_text(), mesh.size)
     fwd = sum(c.operand_bytes for c in found if c.exchanges_activations and c.forward)
     bwd = sum(c.operand_bytes for c in found if c.exchanges_activations and not c.forward)
@@ -105,7 +87,7 @@ def time_table(steps: int) -> str:
            'label': (np.arange(config.batch_size) % 10).astype(np.int32)}
   runs = []
   for layout in LAYOUTS:
-    compiled, mesh, init, shardings = _compiled_step(config, layout)
+    compiled, mesh, init, shardings = benchmark.compile_layout_step(config, *layout)
     state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
     runs.append({'step': compiled, 'state': state, 'times': [],
                  'batch': jax.device_put(batch, parallel.batch_sharding(mesh))})
@@ -141,4 +123,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, log_level='info')

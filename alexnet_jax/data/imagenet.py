@@ -7,8 +7,10 @@ tf.data pipeline (only the crop window, where that helps).
 Training data order: each process reads its own `tfds.split_for_jax_process` slice. Epoch e's
 order comes from file and buffer shuffles seeded by (seed, e, process); the tail that does not fill
 a batch is dropped, so every epoch has the same number of steps. Each example's augmentation is
-seeded by (seed, e, process, position in the epoch). `train_batches(k)` therefore starts at epoch
-k // steps_per_epoch and skips the records already consumed in it before decoding them.
+seeded by (seed, e, process, position in the epoch). `train_batches(position)` therefore starts at
+epoch `position.epoch` and skips the records already consumed in it before decoding them; the
+batches never depend on the batch sizes that led to the position. Every process reads
+num_train // process_count records of each epoch (`Dataset.train_epoch_size`).
 
 A JPEG that fails to decode never stops training or evaluation: in a training batch its row is
 replaced by a copy of another row of the same batch (so step k still holds records
@@ -28,18 +30,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from alexnet_jax.data import Batch, Dataset, preprocessing
+from alexnet_jax.data import Batch, Dataset, Position, convention, ilsvrc_tars, prepared, preprocessing
 from alexnet_jax.errors import UserError
 
 BUILDER_NAME = 'imagenet2012'
 TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
-DOWNLOAD_HELP = ('download them from https://image-net.org/download-images (free registration; '
+DOWNLOAD_HELP = (f'download them from {ilsvrc_tars.DOWNLOAD_URL} (free registration; '
                  'the "Training images (Task 1 & 2)" and "Validation images (all tasks)" files of '
                  'ILSVRC2012, 138 GB and 6.3 GB), put both in one directory and pass it as '
                  '--config.manual_dir=DIR; TFDS prepares them once into data_dir')
-AUGMENTATIONS = ('paper', 'random_resized_crop')
-MEAN_SUBTRACTIONS = ('per_pixel', 'per_channel')
-EVAL_CROPS = ('center', 'ten')
 
 
 def _check_writable(directory: pathlib.Path) -> None:
@@ -55,11 +54,7 @@ def _check_writable(directory: pathlib.Path) -> None:
 
 def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.DatasetBuilder:
   """The prepared `imagenet2012` builder in `data_dir`, preparing it from `manual_dir` if needed."""
-  try:
-    builder = tfds.builder(BUILDER_NAME, data_dir=data_dir)
-  except PermissionError as e:
-    raise UserError(f'cannot create the TFDS data_dir {data_dir!r} ({e.strerror}); '
-                    'set --config.data_dir to a writable directory.') from e
+  builder = prepared.builder(BUILDER_NAME, data_dir)
   if builder.is_prepared():
     return builder
   where = f'ImageNet ({BUILDER_NAME}) is not prepared in {builder.data_dir_root}'
@@ -76,6 +71,8 @@ def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.D
                     f'{"is" if len(missing) == 1 else "are"} missing from manual_dir {manual}: '
                     f'{DOWNLOAD_HELP}.')
   _check_writable(pathlib.Path(builder.data_dir_root))
+  tars = [manual / tar for tar in TARS]
+  ilsvrc_tars.check_tars(tars)  # Headers only: seconds, before hours of preparation.
   logging.info('Preparing %s from %s into %s (once; hours for the real data).', BUILDER_NAME,
                manual, builder.data_dir_root)
   try:
@@ -84,22 +81,17 @@ def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.D
   except PermissionError as e:
     raise UserError(f'cannot write the prepared data set to {builder.data_dir} ({e.strerror}); '
                     'set --config.data_dir to a writable directory.') from e
+  except ilsvrc_tars.TAR_ERRORS as e:  # TFDS writes into a temporary directory: nothing is left.
+    raise ilsvrc_tars.locate_damage(tars, e) from e
   return builder
 
 
-def _check_config(config: ml_collections.ConfigDict, process_count: int) -> None:
-  inp = config.input
-  for name, value, allowed in (('augmentation', inp.augmentation, AUGMENTATIONS),
-                               ('mean_subtraction', inp.mean_subtraction, MEAN_SUBTRACTIONS),
-                               ('eval_crops', inp.eval_crops, EVAL_CROPS)):
-    if value not in allowed:
-      raise UserError(f'config.input.{name}={value!r} is unknown; expected one of {allowed}.')
-  if inp.resize_size < inp.image_size:
-    raise UserError(f'config.input.resize_size={inp.resize_size} is smaller than '
-                    f'config.input.image_size={inp.image_size}; crops must fit inside it.')
+def _check_config(config: ml_collections.ConfigDict, process_count: int) -> convention.Convention:
+  inp = convention.Convention.from_config(config.input)
   if config.eval_batch_size % process_count:
     raise UserError(f'eval_batch_size={config.eval_batch_size} is not divisible by the number of '
                     f'processes ({process_count}); set --config.eval_batch_size to a multiple.')
+  return inp
 
 
 def _records(builder: tfds.core.DatasetBuilder, split: str, deterministic: bool,
@@ -161,17 +153,27 @@ class _CorruptCounter:
 
 def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
                          decode: Callable[[tf.Tensor], tf.Tensor]) -> np.ndarray:
-  """The per-pixel training mean [S, S, 3] (0-255) of the first `mean_num_images` training images.
+  """The per-pixel training mean [S, S, 3] (RGB, 0-255) of the first `mean_num_images` training
+  images, each resized by `decode` (the convention's resize policy: its name is in the cache's).
 
   The records are in the order TFDS wrote them, which TFDS shuffles, so they are a fair sample;
-  every process computes the same array. It is cached next to the prepared data.
+  every process computes the same array. It is cached next to the prepared data (named for the
+  JPEG decoder, libjpeg's accurate IDCT "islow": a mean of other decodes is not reused); a cache
+  file that cannot be read is recomputed.
   """
   size = config.input.resize_size
   count = min(config.input.mean_num_images, builder.info.splits['train'].num_examples)
-  cache = pathlib.Path(builder.data_dir) / f'alexnet_jax_mean_{size}px_{count}images.npy'
+  warp = '_warp' if config.input.get('resize') == 'warp' else ''  # Else central squares.
+  cache = (pathlib.Path(builder.data_dir) /
+           f'alexnet_jax_mean_{size}px{warp}_{count}images_islow.npy')
   if cache.exists():
-    mean = np.load(cache)
-    if mean.shape == (size, size, 3):
+    try:
+      mean = np.load(cache)
+    except (OSError, ValueError, EOFError) as e:  # Truncated or overwritten: compute it again.
+      logging.warning('The cached training mean %s is unreadable (%s); recomputing it.', cache,
+                      e)
+      mean = None
+    if mean is not None and mean.shape == (size, size, 3):
       return mean
   logging.info('Computing the per-pixel training mean from %d images into %s.', count, cache)
   records = _records(builder, f'train[:{count}]', deterministic=True)
@@ -179,7 +181,7 @@ def load_or_compute_mean(builder: tfds.core.DatasetBuilder, config: ml_collectio
       records, lambda example: {'image': decode(example['image'])},
       lambda example: {'image': tf.zeros((size, size, 3))}, deterministic=True)
   total, used = np.zeros((size, size, 3), np.float64), 0
-  for batch in tfds.as_numpy(images.batch(256).prefetch(1)):
+  for batch in prepared.as_numpy(images.batch(256).prefetch(1), builder.data_dir):
     total += batch['image'][batch['valid']].sum(axis=0, dtype=np.float64)
     used += int(batch['valid'].sum())
   if not used:
@@ -203,29 +205,26 @@ def _seed_words(*words: int) -> list[int]:
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> Dataset:
-  _check_config(config, process_count)
+  inp = _check_config(config, process_count)
   builder = prepare_builder(config.get('data_dir'), config.get('manual_dir'))
-  inp = config.input
-  size, resize_size = inp.image_size, inp.resize_size
-  deterministic = inp.deterministic
-  pixel_range = float(inp.pixel_range)
-
-  def decode_center_square(jpeg: tf.Tensor) -> tf.Tensor:
-    return preprocessing.decode_center_square(jpeg, resize_size) * (pixel_range / 255.0)
-
-  mean_image = load_or_compute_mean(  # On the 0-255 scale, whatever pixel_range is.
-      builder, config, lambda jpeg: preprocessing.decode_center_square(jpeg, resize_size))
-  mean_image = mean_image * (pixel_range / 255.0)
-  if inp.mean_subtraction == 'per_channel' or inp.augmentation == 'random_resized_crop':
-    mean = tf.constant(mean_image.mean(axis=(0, 1)))  # Random-resized crops have no fixed pixels.
-  else:
-    mean = tf.constant(mean_image)
+  size = inp.image_size
+  deterministic = config.input.deterministic
+  decode = lambda jpeg: convention.decode_resized(jpeg, inp)  # RGB, 8-bit values.
+  # A training mean is averaged over images of one size: a shorter-side resize (per-channel mean
+  # only) averages central squares instead.
+  square = (decode if inp.resize != 'shorter_side' else
+            lambda jpeg: preprocessing.decode_center_square(jpeg, inp.resize_size))
+  mean = convention.load_mean(inp, lambda: load_or_compute_mean(builder, config, square))
+  if inp.augmentation == 'random_resized_crop' and np.ndim(mean) == 3:
+    mean = mean.mean(axis=(0, 1))  # Random-resized crops have no fixed pixels: per channel.
+  normalize = convention.Normalizer(inp, mean)
   counter = _CorruptCounter()
   num_train = builder.info.splits['train'].num_examples
   num_eval = builder.info.splits['validation'].num_examples
   local_batch = config.batch_size // process_count
-  steps_per_epoch = num_train // process_count // local_batch
-  if not steps_per_epoch:
+  local_epoch_size = num_train // process_count  # The same on every process.
+  epoch_size = local_epoch_size * process_count
+  if local_epoch_size < local_batch:
     raise UserError(f'batch_size={config.batch_size} is larger than the training split '
                     f'({num_train} images); lower --config.batch_size.')
   train_split = tfds.split_for_jax_process('train', process_index=process_index,
@@ -239,23 +238,26 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     crop_seed, flip_seed, lighting_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 3))
     if inp.augmentation == 'paper':
-      image = preprocessing.subtract_mean(decode_center_square(example['image']), mean)
-      image = preprocessing.random_crop(image, crop_seed, size)
+      image = preprocessing.random_crop(normalize.center(decode(example['image'])), crop_seed,
+                                        size)
     else:
-      image = preprocessing.random_resized_crop(example['image'], crop_seed, size)
-      image = preprocessing.subtract_mean(image * (pixel_range / 255.0), mean)
+      image = normalize.center(preprocessing.random_resized_crop(
+          example['image'], crop_seed, size, antialias=inp.resize_antialias))
     image = preprocessing.random_flip(image, flip_seed)
-    if inp.pca_lighting:
-      image = preprocessing.pca_lighting(image, lighting_seed, inp.pca_lighting_stddev,
-                                         pixel_range)
-    return {'image': image, 'label': example['label']}
+    if config.input.pca_lighting:  # In RGB, on the pixel_range scale: before std and order.
+      image = preprocessing.pca_lighting(image, lighting_seed, config.input.pca_lighting_stddev,
+                                         inp.pixel_range)
+    return {'image': normalize.finish(image), 'label': example['label']}
 
-  def epoch_batches(epoch: int, skip_steps: int) -> tf.data.Dataset:
+  def epoch_batches(epoch: int, offset: int) -> tf.data.Dataset:
+    """Epoch `epoch`'s batches from global example `offset` on (a multiple of process_count)."""
     file_seed, buffer_seed = _seed_words(config.seed, epoch, process_index)
     epoch_seed = tf.constant(_seed_words(config.seed, epoch, process_index, 1), tf.int64)
     ds = _records(builder, train_split, deterministic, shuffle_seed=file_seed)
-    ds = ds.shuffle(inp.shuffle_buffer, seed=buffer_seed)
-    ds = ds.take(steps_per_epoch * local_batch).enumerate().skip(skip_steps * local_batch)
+    ds = ds.shuffle(config.input.shuffle_buffer, seed=buffer_seed)
+    skip = offset // process_count
+    batches = (local_epoch_size - skip) // local_batch  # The tail is dropped before decoding.
+    ds = ds.take(skip + batches * local_batch).enumerate().skip(skip)
     ds = _map_tolerating_corrupt(
         ds, lambda position, example: train_example(epoch_seed, position, example),
         lambda position, example: {'image': tf.zeros((size, size, 3)),
@@ -263,10 +265,10 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     ds = ds.batch(local_batch, drop_remainder=True).map(_replace_corrupt_rows)
     return ds.prefetch(2)
 
-  def train_batches(start_step: int) -> Iterator[Batch]:
-    epoch, skip_steps = divmod(start_step, steps_per_epoch)
+  def train_batches(start: Position = Position()) -> Iterator[Batch]:
+    epoch, offset = start.batch_start(config.batch_size, epoch_size)
     while True:
-      for batch in tfds.as_numpy(epoch_batches(epoch, skip_steps)):
+      for batch in prepared.as_numpy(epoch_batches(epoch, offset), builder.data_dir):
         corrupt = int((~batch.pop('valid')).sum())
         if corrupt:
           counter.add('train', corrupt)
@@ -275,17 +277,21 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                             f'the prepared data in {builder.data_dir} is damaged; delete it to '
                             're-prepare from the tars.')
         yield batch
-      epoch, skip_steps = epoch + 1, 0
+      epoch, offset = epoch + 1, 0
 
   local_eval = config.eval_batch_size // process_count
   eval_steps = -(-(-(-num_eval // process_count)) // local_eval)  # ceil(ceil(N / P) / B).
 
-  def eval_batches(name: str, view: Callable[[tf.Tensor], tf.Tensor],
-                   view_shape: tuple[int, ...]) -> Iterator[Batch]:
+  def eval_image(jpeg: tf.Tensor, ten: bool) -> tf.Tensor:
+    """[size, size, 3], or the ten views [10, size, size, 3]."""
+    views = convention.eval_views(normalize.center(decode(jpeg)), inp, ten)
+    views = tf.ensure_shape(normalize.finish(views), (10 if ten else 1, size, size, 3))
+    return views if ten else views[0]
+
+  def eval_batches(name: str, ten: bool, view_shape: tuple[int, ...]) -> Iterator[Batch]:
     ds = _map_tolerating_corrupt(
         _records(builder, eval_split, deterministic=True),
-        lambda example: {'image': view(preprocessing.subtract_mean(
-            decode_center_square(example['image']), mean)), 'label': example['label']},
+        lambda example: {'image': eval_image(example['image'], ten), 'label': example['label']},
         lambda example: {'image': tf.zeros(view_shape), 'label': example['label']},
         deterministic=True)
     ds = ds.map(lambda example: {**example, 'real': True})
@@ -293,7 +299,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                'real': False}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
     ds = ds.take(eval_steps * local_eval).batch(local_eval).prefetch(2)
-    for batch in tfds.as_numpy(ds):
+    for batch in prepared.as_numpy(ds, builder.data_dir):
       valid, real = batch.pop('valid'), batch.pop('real')
       corrupt = int((real & ~valid).sum())
       if corrupt:
@@ -301,11 +307,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       batch['mask'] = valid & real
       yield batch
 
-  evaluations = {'': lambda: eval_batches(
-      'eval', lambda image: preprocessing.center_crop(image, size), (size, size, 3))}
+  evaluations = {'': lambda: eval_batches('eval', False, (size, size, 3))}
   if inp.eval_crops == 'ten':
-    evaluations['ten_crop'] = lambda: eval_batches(
-        'eval_ten_crop', lambda image: preprocessing.ten_crops(image, size), (10, size, size, 3))
+    evaluations['ten_crop'] = lambda: eval_batches('eval_ten_crop', True, (10, size, size, 3))
 
   return Dataset(
       num_classes=builder.info.features['label'].num_classes,
@@ -316,4 +320,6 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       train_batches=train_batches,
       eval_batches=evaluations,
       corrupt_image_counts=counter.counts,
+      train_epoch_size=epoch_size,
+      preprocess_image=convention.preprocessor(inp, mean),
   )
