@@ -344,7 +344,7 @@ def test_a_training_subset_is_trained_and_evaluated_alone(prepared):
       evaluated[np.round(image + mean).astype(np.uint8).tobytes()] = int(label)
   assert evaluated == subset
   trained = set()
-  batches = dataset.train_batches(0)
+  batches = dataset.train_batches()
   for _ in range(2):  # One epoch of 40 / 20.
     for image in next(batches)['image']:
       restored = np.round(image + mean).astype(np.uint8)

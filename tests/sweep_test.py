@@ -328,13 +328,20 @@ def test_quick_cifar10_sweep_from_the_command_line(tmp_path, tiny_cifar10, name)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.load(open(os.path.join(workdir, 'results.json')))
   the_sweep = sweeps.SWEEPS[name]
-  assert set(summary['variants']) == set(sweeps.unique_variants(the_sweep, 'cifar10'))
+  grid = set(sweeps.unique_variants(the_sweep, 'cifar10'))
+  if 'cifar10' in the_sweep.tuning:  # Every rate of the grid tuned, then one rate per activation.
+    tuned = json.load(open(os.path.join(workdir, 'tuning', 'results.json')))
+    assert set(tuned['variants']) == grid
+    assert {v.split('_lr')[0] for v in summary['variants']} == {'relu', 'tanh'}
+    assert len(summary['variants']) == 2 and set(summary['variants']) <= grid
+  else:
+    assert set(summary['variants']) == grid
   for variant, row in summary['variants'].items():
     assert row['finished'] == 1, (variant, row['errors'])
     assert 0 <= row['final_test_top1']['mean'] <= 1
   if name == 'ablations':  # The subset runs evaluate their training images: the gap is there.
     assert summary['variants']['subset_no_dropout']['final_gap']['n'] == 1
     assert summary['steps_per_epoch']['subset_dropout'] == 5000 // 16
-  for ablation in the_sweep.ablations:
-    assert os.path.exists(os.path.join(workdir, f'{ablation.name}.png')) == (
-        ablation.applies_to('cifar10'))
+  for name in {ablation.name for ablation in the_sweep.ablations}:  # Fig. 1: one name, two grids.
+    assert os.path.exists(os.path.join(workdir, f'{name}.png')) == any(
+        a.applies_to('cifar10') for a in the_sweep.ablations if a.name == name), name
