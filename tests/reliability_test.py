@@ -343,6 +343,55 @@ def test_repeated_or_final_save_failures_stop_with_the_last_good_checkpoint(tmp_
     ckpt.wait_until_finished()
 
 
+class DiskFullInOrbax:
+  """The real Orbax save runs and fails deep inside: writing the 'checksums' item's file of a
+  chosen step raises ENOSPC after half the file is written, inside the step's temporary directory.
+
+  Nothing here cleans up: the partial directory is left for the Checkpointer to remove.
+  """
+
+  def __init__(self, monkeypatch, step):
+    self.partial_seen = []  # The step's directory entries when the write failed.
+    original = ocp.JsonCheckpointHandler._save_fn  # pylint: disable=protected-access
+
+    async def save_fn(handler, item, directory):
+      step_dir = os.path.dirname(str(directory))
+      if os.path.basename(step_dir).startswith(f'{step}.orbax-checkpoint-tmp') and \
+          os.path.basename(str(directory)).startswith('checksums'):
+        path = directory / handler._filename  # pylint: disable=protected-access
+        path.write_text(json.dumps(item)[:10])
+        self.partial_seen.append((step_dir, sorted(os.listdir(step_dir))))
+        raise OSError(errno.ENOSPC, 'No space left on device')
+      return await original(handler, item, directory)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', save_fn)
+
+
+def test_a_real_failed_save_leaves_no_partial_directory(tmp_path, monkeypatch, caplog):
+  disk_full = DiskFullInOrbax(monkeypatch, step=2)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'retried'))
+  with caplog.at_level(logging.ERROR):
+    for step in (1, 2, 3):  # Saving step 3 first finds that step 2 failed.
+      ckpt.save(step, small_state(step), {'step': step}, {'plateau': {}})
+    ckpt.wait_until_finished()
+  ckpt.close()
+  (step_dir, entries), = disk_full.partial_seen
+  assert {'state.orbax-checkpoint-tmp', 'checksums.orbax-checkpoint-tmp'} <= set(entries)
+  assert any(r.getMessage().startswith('saving checkpoint step 2') for r in caplog.records)
+  assert not os.path.exists(step_dir)
+  assert sorted(os.listdir(ckpt.directory)) == ['1', '3']
+  # The final save of a run fails: a UserError, and still no partial directory.
+  disk_full = DiskFullInOrbax(monkeypatch, step=2)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'final'))
+  ckpt.save(1, small_state(1), {'step': 1}, {'plateau': {}})
+  ckpt.save(2, small_state(2), {'step': 2}, {'plateau': {}})
+  with pytest.raises(UserError, match='saving checkpoint step 2 .* newest complete checkpoint is '
+                     'step 1'):
+    ckpt.wait_until_finished()
+  assert len(disk_full.partial_seen) == 1
+  assert sorted(os.listdir(ckpt.directory)) == ['1']
+
+
 # --- NaN / Inf --------------------------------------------------------------------------------
 
 
