@@ -30,6 +30,9 @@ DOCS = ['README.md', *sorted(os.path.relpath(p, ROOT) for p in glob.glob(
 TOP_DIRS = ('alexnet_jax', 'configs', 'docs', 'tests', 'experiments', 'benchmarks', 'tools')
 ROOT_FILES = ('run.py', 'Makefile', 'requirements.txt', 'requirements-torch.txt', 'pyproject.toml',
               'pytest.ini', 'README.md')
+# Flags of other programs that the docs quote, each beside its source.
+OTHER_PROGRAMS_FLAGS = {'mini': "cuda-convnet2's convnet.py (docs/paper.md)",
+                        'lr': "torchvision's references/classification (docs/paper.md)"}
 # absl's own flags and the one cli.run adds to every tool.
 COMMON_FLAGS = {'help', 'helpshort', 'helpfull', 'helpxml', 'flagfile', 'undefok', 'log_level',
                 'logtostderr', 'alsologtostderr', 'verbosity', 'v', 'log_dir'}
@@ -308,7 +311,7 @@ def test_every_command_runs_something_that_exists_with_flags_it_defines():
 
 def test_every_flag_named_outside_a_command_is_some_tools():
   unknown = [f'{doc}:{line}: --{name}' for doc in DOCS for line, name in _flag_mentions(doc)
-             if name not in _all_flags() | COMMON_FLAGS]
+             if name not in _all_flags() | COMMON_FLAGS | set(OTHER_PROGRAMS_FLAGS)]
   assert not unknown, 'flags named in the docs that no tool defines:\n' + '\n'.join(unknown)
 
 
@@ -380,3 +383,59 @@ def test_default_run_length_is_the_configs():
                                                                  default.num_epochs), \
       f'README.md:{line}: {match.group(0)!r}: the config trains {length.total_steps:,} steps ' \
       f'({default.num_epochs} epochs)'
+
+
+def _command_config(command):
+  """The config a `python run.py --config=... --config.KEY=VALUE ...` command trains."""
+  words = command.split()
+  spec = next(w.split('=', 1)[1] for w in words if w.startswith('--config='))
+  config = _config(spec).copy_and_resolve_references()
+  overrides = {}
+  for word in words:
+    if word.startswith('--config.'):
+      key, _, value = word[len('--config.'):].partition('=')
+      try:
+        overrides[key] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        overrides[key] = value
+  return registry.apply_overrides(config, overrides)
+
+
+def test_sweep_lengths_are_the_budgets():
+  from experiments import sweeps  # pylint: disable=import-outside-toplevel
+  line, match = _find('README.md', r'ablations: (\d+) epochs? x (\d+) seeds per variant; Fig\. 1:'
+                      r'\s+(\d+) epochs? x (\d+) seeds per variant')
+  ablations, fig1 = sweeps.SWEEPS['ablations'], sweeps.SWEEPS['fig1']
+  budget = (ablations.budgets['fashion_mnist']['num_epochs'], ablations.default_seeds,
+            fig1.budgets['fashion_mnist']['num_epochs'], fig1.default_seeds)
+  assert tuple(int(g) for g in match.groups()) == budget, \
+      f'README.md:{line}: {match.group(0)!r}; experiments/sweeps.py says {budget}'
+
+
+def test_the_lenet_comparison_commands_train_what_the_text_says():
+  doc = 'docs/using_a_trained_model.md'
+  line, match = _find(doc, r'Both ran (\d+) steps of batch (\d+) \(([\d.]+) epoch\), cosine '
+                      r'schedule from ([\d.]+)')
+  steps, batch, epochs, lr = (_number(g) for g in match.groups())
+  commands = [c for _, c in _commands(doc) if 'cmp_' in c and c.startswith('python run.py')]
+  assert len(commands) == 2, commands
+  for command in commands:
+    config = _command_config(command)
+    stated = (steps, batch, lr, 'cosine')
+    trained = (config.num_train_steps, config.batch_size, config.learning_rate,
+               config.lr_schedule)
+    assert trained == stated, f'{doc}:{line}: says {stated}, `{command}` trains {trained}'
+  assert round(steps * batch / 60_000, 2) == epochs, f'{doc}:{line}: {epochs} epoch'
+
+
+def test_the_finetuning_runs_train_what_the_text_says():
+  doc = 'docs/using_a_trained_model.md'
+  line, match = _find(doc, r'\(batch (\d+), about ([\d.]+) epoch of those 30,000 images; '
+                      r'cosine schedule from ([\d.]+);')
+  batch, epochs, lr = (_number(g) for g in match.groups())
+  for variant in ('finetune', 'finetune_all', 'scratch'):
+    config = _config(f'configs/finetune_fashion_mnist.py:{variant}')
+    trained = (config.batch_size, config.learning_rate, config.lr_schedule)
+    assert trained == (batch, lr, 'cosine'), f'{doc}:{line}: {variant} trains {trained}'
+    assert round(config.num_train_steps * batch / 30_000, 1) == epochs, \
+        f'{doc}:{line}: {config.num_train_steps} steps are not {epochs} epoch'
