@@ -267,8 +267,8 @@ def _key_exists_somewhere(key):
 
 
 def test_every_named_file_exists():
-  missing = [f'{doc}:{line}: {path}' for doc in DOCS for line, path in _paths(doc)
-             if not os.path.exists(os.path.join(ROOT, path))]
+  missing = sorted({f'{doc}:{line}: {path}' for doc in DOCS for line, path in _paths(doc)
+                    if not os.path.exists(os.path.join(ROOT, path))})
   assert not missing, 'files named in the docs that do not exist:\n' + '\n'.join(missing)
 
 

@@ -63,6 +63,23 @@ def test_step_schedule_drops_at_epoch_boundaries():
                              [0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-6)
 
 
+def test_caffe_stepsize_is_gamma_to_the_floor_of_iter_over_stepsize():
+  # Caffe's "step" policy (sgd_solver.cpp lines 32-37): base_lr * gamma ^ floor(iter / stepsize),
+  # iter counted from 0 as the trainer counts steps. configs/bvlc_alexnet.py: stepsize 100,000.
+  config = tiny_config(lr_schedule='step', learning_rate=0.01, lr_step_every_steps=3,
+                       lr_step_factor=0.5)
+  lr = optim.base_learning_rate_fn(config, steps_per_epoch=100, total_steps=10)
+  caffe = [0.01 * 0.5 ** (step // 3) for step in range(10)]
+  np.testing.assert_allclose([lr(step) for step in range(10)], caffe, rtol=1e-6)
+  # The nearest wrong readings: one step late (a drop after iter == stepsize), factor 0.1.
+  assert not np.allclose([lr(step) for step in range(10)],
+                         [0.01 * 0.5 ** (max(step - 1, 0) // 3) for step in range(10)])
+  bvlc = importlib.import_module('configs.bvlc_alexnet').get_config()
+  bvlc_lr = optim.base_learning_rate_fn(bvlc, steps_per_epoch=10_009, total_steps=450_000)
+  np.testing.assert_allclose([bvlc_lr(s) for s in (99_999, 100_000, 199_999, 200_000)],
+                             [0.01, 0.001, 0.001, 0.0001], rtol=1e-5)
+
+
 def test_the_learning_rate_goes_on_in_examples_when_the_batch_size_changes():
   config = tiny_config(lr_schedule='cosine', learning_rate=0.1)
   length = optim.TrainingLength.from_config(config, epoch_size=96, step_batch_size=16)

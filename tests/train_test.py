@@ -118,6 +118,15 @@ def test_top1_and_top5_differ_where_the_label_ranks_between():
   assert by_k == [4.0, 4.0, 3.0, 3.0, 2.0, 1.0, 0.0]
 
 
+def test_crops_vote_by_their_mean_probability():
+  # Two crops of one image: the mean of the softmaxes ranks class 1 first (0.48 vs 0.27); the
+  # nearest wrong readings, the mean of the logits and the first crop alone, rank class 0 first.
+  crops = jnp.array([[[6.0, 0.0, 5.9], [0.0, 4.0, 0.0]]])  # [batch 1, 2 crops, 3 classes].
+  sums = metrics.classification_sums(crops, jnp.array([1]))
+  assert float(sums['top1_error']) == 0.0
+  assert int(jnp.argmax(crops.mean(axis=1))) == 0 and int(jnp.argmax(crops[0, 0])) == 0
+
+
 def test_top_k_errors_against_hand_checked_case():
   logits = jnp.array([[0.1, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0],
                       [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0]])
