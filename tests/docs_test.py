@@ -374,6 +374,22 @@ def test_default_and_paper_hyper_parameters_are_the_configs():
       f'README.md:{line}: {match.group(0)!r} vs configs/default.py'
 
 
+def test_the_default_runs_description_is_the_configs():
+  default, paper = _config('configs/default.py'), _config('configs/imagenet.py')
+  line, match = _find('README.md', r'progress line every (\d+) steps[^.]*?\sevaluation line every '
+                      r'(\d+) steps')
+  assert (int(match.group(1)), int(match.group(2))) == (default.log_every_steps,
+                                                        default.eval_every_steps), \
+      f'README.md:{line}: {match.group(0)!r} vs configs/default.py'
+  line, match = _find('README.md', r'at (\d+)x\d+ input and half the paper\'s\s+convolution widths '
+                      r'\(fc6/fc7 (\d+)\), (He) initialization')
+  halves = tuple(w // 2 for w in paper.model.conv_features)
+  described = (int(match.group(1)), halves, (int(match.group(2)),) * 2, 'he')
+  actual = (default.input.image_size, tuple(default.model.conv_features),
+            tuple(default.model.fc_features), default.model.weight_init)
+  assert described == actual, f'README.md:{line}: {described} vs configs/default.py {actual}'
+
+
 def test_default_run_length_is_the_configs():
   default = _config('configs/default.py')
   length = optim.TrainingLength.from_config(default, 60_000, default.batch_size)  # Fashion-MNIST.
