@@ -26,6 +26,8 @@ import glob
 import os
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +41,9 @@ from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
 MAX_CONSECUTIVE_FAILED_SAVES = 3
+# How long a failed save waits for Orbax's other item writers of that step before removing its
+# temporary directory (they go on after the first failure and would write into it again).
+WRITERS_TIMEOUT_SECONDS = 60.0
 
 
 class Checkpointer:
@@ -96,7 +101,9 @@ class Checkpointer:
 
   def _save_failed(self, step: int | None, error: Exception, final: bool) -> None:
     self._consecutive_failed_saves += 1
-    # Free what the failed attempt wrote, so that the retry has the space.
+    # Free what the failed attempt wrote, so that the retry has the space; first let the item
+    # writers still running end, or they would recreate files in it.
+    _wait_for_orbax_writers(WRITERS_TIMEOUT_SECONDS)
     for partial in glob.glob(os.path.join(self.directory, f'{step}.orbax-checkpoint-tmp*')):
       shutil.rmtree(partial, ignore_errors=True)
     self._manager.reload()
@@ -207,6 +214,17 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _wait_for_orbax_writers(timeout: float) -> None:
+  """Joins Orbax's per-save writer threads (orbax.checkpoint's `_SignalingThread`, one per item
+  write). Orbax reports a save's first failing write while the others still run; each of these
+  threads ends when its write does. If Orbax renames the class, this waits for nothing (and
+  tests/reliability_test.py's real failed save shows the leftover directory again)."""
+  deadline = time.monotonic() + timeout
+  for thread in threading.enumerate():
+    if type(thread).__name__ == '_SignalingThread' and thread is not threading.current_thread():
+      thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @contextlib.contextmanager

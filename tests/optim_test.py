@@ -1,5 +1,6 @@
 """The optimizer, the learning-rate schedules in examples, and optimizer state across a change."""
 
+import importlib
 import json
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import optim
+from alexnet_jax import optim, registry
 from tests.conftest import tiny_config
 
 
@@ -60,6 +61,23 @@ def test_step_schedule_drops_at_epoch_boundaries():
   lr = optim.base_learning_rate_fn(config, steps_per_epoch=10, total_steps=30)
   np.testing.assert_allclose([lr(0), lr(9), lr(10), lr(19), lr(20)],
                              [0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-6)
+
+
+def test_caffe_stepsize_is_gamma_to_the_floor_of_iter_over_stepsize():
+  # Caffe's "step" policy (sgd_solver.cpp lines 32-37): base_lr * gamma ^ floor(iter / stepsize),
+  # iter counted from 0 as the trainer counts steps. configs/bvlc_alexnet.py: stepsize 100,000.
+  config = tiny_config(lr_schedule='step', learning_rate=0.01, lr_step_every_steps=3,
+                       lr_step_factor=0.5)
+  lr = optim.base_learning_rate_fn(config, steps_per_epoch=100, total_steps=10)
+  caffe = [0.01 * 0.5 ** (step // 3) for step in range(10)]
+  np.testing.assert_allclose([lr(step) for step in range(10)], caffe, rtol=1e-6)
+  # The nearest wrong readings: one step late (a drop after iter == stepsize), factor 0.1.
+  assert not np.allclose([lr(step) for step in range(10)],
+                         [0.01 * 0.5 ** (max(step - 1, 0) // 3) for step in range(10)])
+  bvlc = importlib.import_module('configs.bvlc_alexnet').get_config()
+  bvlc_lr = optim.base_learning_rate_fn(bvlc, steps_per_epoch=10_009, total_steps=450_000)
+  np.testing.assert_allclose([bvlc_lr(s) for s in (99_999, 100_000, 199_999, 200_000)],
+                             [0.01, 0.001, 0.001, 0.0001], rtol=1e-5)
 
 
 def test_the_learning_rate_goes_on_in_examples_when_the_batch_size_changes():
@@ -155,3 +173,39 @@ def test_the_momentum_is_found_in_a_checkpoints_nested_dicts():
   assert optim.momentum(restored) == {'conv1/kernel': 1.0}
   assert optim.momentum_scale('optax_sgd', 'paper_sgd', 0.1) == -0.1
   assert optim.momentum_scale('paper_sgd', 'optax_sgd', 0.0) is None  # Nothing to divide by.
+
+
+# Per config: (lr multiplier, weight-decay multiplier) of the biases, from the sources each config
+# follows: the paper decays every parameter alike (docs/paper.md, "Training (§5)"); Caffe's
+# bvlc_alexnet and cuda-convnet2 give biases twice the rate and no decay ("Caffe bvlc_alexnet",
+# "Where Krizhevsky's code differs from the paper"); torchvision decays them (one parameter group).
+BIAS_MULTIPLIERS = {'imagenet': (1.0, 1.0), 'default': (1.0, 1.0), 'torchvision': (1.0, 1.0),
+                    'bvlc_alexnet': (2.0, 0.0), 'cuda_convnet2': (2.0, 0.0)}
+
+
+@pytest.mark.parametrize('name', sorted(BIAS_MULTIPLIERS))
+@pytest.mark.parametrize('optimizer', ['paper_sgd', 'optax_sgd'])
+def test_biases_are_decayed_where_the_configs_source_decays_them(name, optimizer):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  config.optimizer = optimizer
+  # The real parameter tree of the config's model (shapes only), filled with random values.
+  shapes = jax.eval_shape(lambda: registry.create_model(config.model).init(
+      jax.random.key(0), jnp.zeros((1, 227, 227, 3)))['params'])
+  leaves, treedef = jax.tree.flatten(shapes)
+  rng = np.random.default_rng(0)
+  params = jax.tree.unflatten(treedef, [jnp.asarray(rng.normal(size=l.shape), jnp.float32)
+                                        for l in leaves])
+  tx = optim.create_optimizer(config)
+  state = tx.init(params)
+  lr = 0.1
+  state.hyperparams['learning_rate'] = jnp.float32(lr)
+  # Zero gradients: the first step is the weight decay alone, -a lr d wd w in both SGD forms.
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+  a, d = BIAS_MULTIPLIERS[name]
+  wd = config.weight_decay
+  assert wd > 0
+  for layer in ('conv1', 'conv2', 'fc7', 'fc8'):
+    np.testing.assert_allclose(updates[layer]['bias'], -a * lr * d * wd * params[layer]['bias'],
+                               rtol=1e-5, atol=1e-12, err_msg=f'{name} {layer}/bias')
+    np.testing.assert_allclose(updates[layer]['kernel'], -lr * wd * params[layer]['kernel'],
+                               rtol=1e-5, err_msg=f'{name} {layer}/kernel')

@@ -1,7 +1,8 @@
 """Reliability: signals, kill -9, corrupt checkpoints, failed saves, NaNs and invalid configs.
 
 Runs that get interrupted are subprocesses (tests/train_driver.py: run.py on mocked data, each
-batch slowed down so that a signal lands inside a chosen step). They share a persistent compilation
+batch slowed down so that a kill lands inside a chosen step; the SIGTERM is sent by the run itself
+from inside its evaluation). They share a persistent compilation
 cache, so only the first one compiles. The uninterrupted reference run is one of them; the other
 tests copy its workdir (checkpoints at steps 6, 9, 12) instead of training from scratch.
 
@@ -17,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -121,17 +121,19 @@ def test_sigterm_and_sigkills_at_random_moments_resume_to_the_same_run(
   rng = np.random.default_rng(8)
   workdir = str(tmp_path)
 
-  # SIGTERM while evaluating at step 6: the evaluation is abandoned, step 6 saved, exit 0.
-  process = start_driver(workdir, compilation_cache, SECONDS_PER_BATCH)
-  wait_for_row(process, workdir, EVAL_EVERY)
-  process.send_signal(signal.SIGTERM)
+  # SIGTERM while evaluating at step 6 (sent by the run itself as the evaluation reads its first
+  # batch, so no timing window): the evaluation is abandoned, step 6 saved, exit 0.
+  process = start_driver(workdir, compilation_cache,
+                         extra_flags=('--sigterm_in_evaluation=1',))
   returncode, output = finish(process)
   assert returncode == 0, output[-3000:]
   stopped = re.search(r'Stopped by SIGTERM after step (\d+); the checkpoint is in (\S+)\. Run the '
                       'same command to resume.', output)
   assert stopped, output[-3000:]
+  assert int(stopped[1]) == EVAL_EVERY
   assert stopped[2] == os.path.join(workdir, 'checkpoints', stopped[1])
   assert os.path.isdir(stopped[2])
+  assert EVAL_EVERY not in eval_losses(workdir)  # Abandoned: nothing recorded.
   last_seen = int(stopped[1])
 
   # kill -9 twice, at random moments of later steps (inside a step, a save or an evaluation).
@@ -343,6 +345,55 @@ def test_repeated_or_final_save_failures_stop_with_the_last_good_checkpoint(tmp_
     ckpt.wait_until_finished()
 
 
+class DiskFullInOrbax:
+  """The real Orbax save runs and fails deep inside: writing the 'checksums' item's file of a
+  chosen step raises ENOSPC after half the file is written, inside the step's temporary directory.
+
+  Nothing here cleans up: the partial directory is left for the Checkpointer to remove.
+  """
+
+  def __init__(self, monkeypatch, step):
+    self.partial_seen = []  # The step's directory entries when the write failed.
+    original = ocp.JsonCheckpointHandler._save_fn  # pylint: disable=protected-access
+
+    async def save_fn(handler, item, directory):
+      step_dir = os.path.dirname(str(directory))
+      if os.path.basename(step_dir).startswith(f'{step}.orbax-checkpoint-tmp') and \
+          os.path.basename(str(directory)).startswith('checksums'):
+        path = directory / handler._filename  # pylint: disable=protected-access
+        path.write_text(json.dumps(item)[:10])
+        self.partial_seen.append((step_dir, sorted(os.listdir(step_dir))))
+        raise OSError(errno.ENOSPC, 'No space left on device')
+      return await original(handler, item, directory)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', save_fn)
+
+
+def test_a_real_failed_save_leaves_no_partial_directory(tmp_path, monkeypatch, caplog):
+  disk_full = DiskFullInOrbax(monkeypatch, step=2)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'retried'))
+  with caplog.at_level(logging.ERROR):
+    for step in (1, 2, 3):  # Saving step 3 first finds that step 2 failed.
+      ckpt.save(step, small_state(step), {'step': step}, {'plateau': {}})
+    ckpt.wait_until_finished()
+  ckpt.close()
+  (step_dir, entries), = disk_full.partial_seen
+  assert {'state.orbax-checkpoint-tmp', 'checksums.orbax-checkpoint-tmp'} <= set(entries)
+  assert any(r.getMessage().startswith('saving checkpoint step 2') for r in caplog.records)
+  assert not os.path.exists(step_dir)
+  assert sorted(os.listdir(ckpt.directory)) == ['1', '3']
+  # The final save of a run fails: a UserError, and still no partial directory.
+  disk_full = DiskFullInOrbax(monkeypatch, step=2)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'final'))
+  ckpt.save(1, small_state(1), {'step': 1}, {'plateau': {}})
+  ckpt.save(2, small_state(2), {'step': 2}, {'plateau': {}})
+  with pytest.raises(UserError, match='saving checkpoint step 2 .* newest complete checkpoint is '
+                     'step 1'):
+    ckpt.wait_until_finished()
+  assert len(disk_full.partial_seen) == 1
+  assert sorted(os.listdir(ckpt.directory)) == ['1']
+
+
 # --- NaN / Inf --------------------------------------------------------------------------------
 
 
@@ -524,3 +575,25 @@ def test_command_line_config_mistakes_are_one_line_errors(tmp_path, flag, messag
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   # The last line; a config file that fails to load is reported after TensorFlow's start-up lines.
   assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
+
+
+def test_a_failed_metrics_write_is_reported_once_and_training_goes_on(tmp_path, monkeypatch,
+                                                                        caplog):
+  writer = metrics.create_writer(str(tmp_path), is_main_process=True)
+  writer.write_scalars(1, {'train/loss': 1.0})
+
+  def disk_full(self, step, scalars):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(metrics.JsonlWriter, 'write_scalars', disk_full)
+  with caplog.at_level(logging.ERROR):
+    writer.write_scalars(2, {'train/loss': 0.5})  # Raises nothing.
+    writer.write_scalars(3, {'train/loss': 0.25})
+  monkeypatch.undo()
+  writer.write_scalars(4, {'train/loss': 0.125})  # Writing works again.
+  writer.close()
+  errors = [r.getMessage() for r in caplog.records if 'Could not write metrics' in r.getMessage()]
+  assert errors == ['Could not write metrics (OSError: [Errno 28] No space left on device); '
+                    'training goes on, rows are lost until writing works again.']
+  assert [r['step'] for r in metrics.read_jsonl(os.path.join(str(tmp_path), 'metrics.jsonl'))
+          ] == [1, 4]

@@ -107,6 +107,26 @@ def test_evaluator_records_feeds_the_plateau_and_gives_way_to_a_signal():
   assert evaluate(jnp.float32(0.5), 18, stop) is None and len(writer.rows) == 2
 
 
+def test_top1_and_top5_differ_where_the_label_ranks_between():
+  # Labels ranked 1st, 3rd, 5th, 6th and 7th of 7 classes: top-1 misses four, top-5 two. Top-5
+  # computed with any k but 5 (k=1: the top-1 count) gives another count.
+  logits = jnp.array([[0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]] * 5)
+  labels = jnp.array([0, 2, 4, 5, 6])
+  sums = metrics.classification_sums(logits, labels)
+  assert (float(sums['top1_error']), float(sums['top5_error'])) == (4.0, 2.0)
+  by_k = [float(jnp.sum(metrics.top_k_error_count(logits, labels, k))) for k in range(1, 8)]
+  assert by_k == [4.0, 4.0, 3.0, 3.0, 2.0, 1.0, 0.0]
+
+
+def test_crops_vote_by_their_mean_probability():
+  # Two crops of one image: the mean of the softmaxes ranks class 1 first (0.48 vs 0.27); the
+  # nearest wrong readings, the mean of the logits and the first crop alone, rank class 0 first.
+  crops = jnp.array([[[6.0, 0.0, 5.9], [0.0, 4.0, 0.0]]])  # [batch 1, 2 crops, 3 classes].
+  sums = metrics.classification_sums(crops, jnp.array([1]))
+  assert float(sums['top1_error']) == 0.0
+  assert int(jnp.argmax(crops.mean(axis=1))) == 0 and int(jnp.argmax(crops[0, 0])) == 0
+
+
 def test_top_k_errors_against_hand_checked_case():
   logits = jnp.array([[0.1, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0],
                       [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0]])
@@ -189,3 +209,30 @@ def test_training_stops_at_the_target_train_error(tmp_path, mock_fashion_mnist):
   assert [r['step'] for r in rows if 'train/loss' in r] == [1]
   assert [r['step'] for r in rows if 'eval/loss' in r] == [1]
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1']
+
+
+def _learning_rates(workdir):
+  rows = metrics.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+  return {step: row['train/learning_rate'] for step, row in rows.items()
+          if 'train/learning_rate' in row}
+
+
+@pytest.mark.slow
+def test_a_resumed_plateau_schedule_keeps_its_state(tmp_path, mock_fashion_mnist):
+  # An evaluation after every step, none of which improves by min_delta=1: with patience 2 the
+  # rate is divided by 10 after the 3rd and 5th evaluations. The checkpoint at step 4 holds all
+  # three parts of the plateau state (best error, 1 evaluation without improvement, 1 reduction);
+  # losing any of them moves the second reduction (or undoes the first).
+  plateau = lambda steps: tiny_config(num_train_steps=steps, lr_schedule='plateau',
+                                      learning_rate=0.01, eval_every_steps=1, plateau_patience=2,
+                                      plateau_min_delta=1.0, plateau_max_reductions=3)
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  train.train_and_evaluate(plateau(6), straight)
+  expected = _learning_rates(straight)
+  np.testing.assert_allclose([expected[s] for s in range(1, 7)],
+                             [0.01, 0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-6)
+  train.train_and_evaluate(plateau(4), resumed)
+  assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == ['3', '4']
+  train.train_and_evaluate(plateau(6), resumed)
+  assert _learning_rates(resumed) == expected
+  assert _losses(resumed) == _losses(straight)

@@ -205,6 +205,21 @@ def _seed_words(*words: int) -> list[int]:
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> Dataset:
+  """ILSVRC-2012 through TFDS's `imagenet2012` builder: this process's share of each batch.
+
+  Training images: decoded, resized (config.input.resize), centred by the training mean, then the
+  paper's random 227 crops, mirrors and PCA lighting (docs/paper.md, §4.1), or random-resized
+  crops; undecodable images are replaced by zeros and counted. Evaluation: the centre crop and,
+  with eval_crops='ten', the ten views (§4.1), padded to whole batches with a mask. Batches:
+  images float32 [local batch, S, S, 3], labels int32.
+
+  Raises UserError for a config the pipeline cannot serve, missing or damaged tars, an unwritable
+  data_dir, or a batch larger than the training split.
+
+  Longer than 60 lines on purpose: the training and evaluation closures share the builder, the
+  normaliser, the seeds and the corrupt-image counter set up here; split apart they would pass
+  all of it around.
+  """
   inp = _check_config(config, process_count)
   builder = prepare_builder(config.get('data_dir'), config.get('manual_dir'))
   size = inp.image_size
