@@ -69,6 +69,27 @@ def shuffled_epochs(num_examples: int, global_batch: int, seed: int,
     position = position.after_batch(global_batch, num_examples)
 
 
+def padded_eval_batches(images: np.ndarray, labels: np.ndarray, eval_batch_size: int,
+                        process_index: int, process_count: int,
+                        preprocess: Callable[[np.ndarray], np.ndarray]) -> Iterator[Batch]:
+  """This process's share of each evaluation batch of a split held in memory, in order.
+
+  `images` uint8 [N, H, W, C], `labels` int [N]; `eval_batch_size` is global (a multiple of
+  `process_count`). The last batch is padded with zero images whose `mask` is False, so every
+  batch has the same shape and padding is never counted. Yields {'image': preprocess(uint8
+  [local batch, H, W, C]), 'label', 'mask'}.
+  """
+  local_eval = eval_batch_size // process_count
+  for start in range(0, len(images), eval_batch_size):
+    first = start + process_index * local_eval
+    chunk, chunk_labels = images[first:first + local_eval], labels[first:first + local_eval]
+    pad = local_eval - len(chunk)
+    yield {'image': preprocess(np.concatenate([chunk, np.zeros((pad,) + images.shape[1:],
+                                                               images.dtype)])),
+           'label': np.concatenate([chunk_labels, np.zeros((pad,), labels.dtype)]),
+           'mask': np.arange(local_eval) < len(chunk)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   num_classes: int

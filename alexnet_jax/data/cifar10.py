@@ -63,7 +63,8 @@ from absl import logging
 from etils import epath
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from alexnet_jax.data import Batch, Dataset, Position, preprocessing, shuffled_epochs
+from alexnet_jax.data import (Batch, Dataset, Position, padded_eval_batches, preprocessing,
+                              shuffled_epochs)
 from alexnet_jax.errors import UserError, exit_on_user_error
 
 BUILDER_NAME = 'cifar10'
@@ -426,6 +427,21 @@ class InputOptions:
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> Dataset:
+  """CIFAR-10 through TFDS's `cifar10` builder: this process's share of each batch.
+
+  Images float32 [local batch, S, S, 3] (S = config.input.image_size, bilinear from 32): pixels
+  on the [0, pixel_range] scale minus the training mean (per pixel or per channel); training adds
+  PCA lighting from CIFAR-10's own training set, padded random crops and mirrors, each drawn per
+  global example so that it does not depend on the process count. Labels int32. With
+  input.train_examples only the first that many training images are used; with
+  input.eval_on_train the training images are also evaluated (eval_batches['train']).
+
+  Raises UserError where the data cannot be obtained or verified, for too many train_examples,
+  or for a batch larger than the training split.
+
+  Longer than 60 lines on purpose: the training closures share the statistics, seeds and arrays
+  loaded here.
+  """
   options = InputOptions.from_config(config.input)
   if config.eval_batch_size % process_count:
     raise UserError(f'eval_batch_size={config.eval_batch_size} is not divisible by the number of '
@@ -496,18 +512,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return iter(tfds.as_numpy(ds.prefetch(4)))
 
-  def eval_batches(images_uint8: np.ndarray, labels_all: np.ndarray) -> Iterator[Batch]:
-    local_eval = config.eval_batch_size // process_count
-    for start in range(0, len(images_uint8), config.eval_batch_size):
-      first = start + process_index * local_eval
-      images = images_uint8[first:first + local_eval]
-      labels = labels_all[first:first + local_eval]
-      valid = len(images)
-      pad = local_eval - valid
-      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-      labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-      yield {'image': resized(centred(images)).numpy(), 'label': labels,
-             'mask': np.arange(local_eval) < valid}
+  def eval_batches(images_uint8: np.ndarray, labels: np.ndarray) -> Iterator[Batch]:
+    return padded_eval_batches(images_uint8, labels, config.eval_batch_size, process_index,
+                               process_count, lambda images: resized(centred(images)).numpy())
 
   evaluations = {'': lambda: eval_batches(test_images, test_labels)}
   if options.eval_on_train:

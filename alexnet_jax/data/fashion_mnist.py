@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import Batch, Dataset, Position, prepared, shuffled_epochs
+from alexnet_jax.data import (Batch, Dataset, Position, padded_eval_batches, prepared,
+                              shuffled_epochs)
 from alexnet_jax.errors import UserError
 
 DEBIAN_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
@@ -148,17 +149,8 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     return iter(tfds.as_numpy(ds.prefetch(4)))
 
   def eval_batches() -> Iterator[Batch]:
-    local_eval = config.eval_batch_size // process_count
-    for start in range(0, len(test_images), config.eval_batch_size):
-      first = start + process_index * local_eval
-      images = test_images[first:first + local_eval]
-      labels = test_labels[first:first + local_eval]
-      valid = len(images)
-      pad = local_eval - valid
-      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-      labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-      yield {'image': preprocess(images).numpy(), 'label': labels,
-             'mask': np.arange(local_eval) < valid}
+    return padded_eval_batches(test_images, test_labels, config.eval_batch_size, process_index,
+                               process_count, lambda images: preprocess(images).numpy())
 
   def preprocess_image(image_uint8: np.ndarray) -> np.ndarray:
     # To the data set's native 28x28 first, so a user's image goes through the same resize.
