@@ -10,7 +10,9 @@ and ends with
 `run` adds `--log_level`, parses the flags (a mistake is one `error:` line), and runs `main`
 inside `errors.exit_on_user_error`: a UserError prints `error: <message>` and exits 2. The flags
 of a trained model (`--workdir`, `--checkpoint`) and of a config file (`--config`) are defined
-here once. Nothing here imports JAX or TensorFlow, so `--help` of every tool stays quick.
+here once. Nothing here imports JAX or TensorFlow; a tool that imports them at module level
+(predict, features, figures, ensemble, convert) takes their import time (~10 s on 2 cores) for
+`--help` too.
 """
 
 import logging as pylogging

@@ -47,7 +47,7 @@ from alexnet_jax import checkpoint, cli, data, models, optim, registry, train, t
 from alexnet_jax.errors import UserError  # noqa: E402
 from alexnet_jax.workdir import Workdir  # noqa: E402
 
-LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+LAYERS = models.LAYERS
 # torchvision.models.AlexNet's module indices in `features` and `classifier`.
 TORCHVISION_NAMES = {'conv1': 'features.0', 'conv2': 'features.3', 'conv3': 'features.6',
                      'conv4': 'features.8', 'conv5': 'features.10', 'fc6': 'classifier.1',

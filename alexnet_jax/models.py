@@ -37,13 +37,15 @@ DTYPES = ('float32', 'bfloat16')  # Of the computation; parameters stay float32.
 # FAN_IN_UNIFORM. Sources: docs/paper.md, "Training (§5)", "Where Krizhevsky's code differs from
 # the paper", "Caffe bvlc_alexnet", "torchvision".
 FAN_IN_UNIFORM = 'fan_in_uniform'  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's layer default.
-_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')  # Fig. 2's layers, input to output.
+FC_LAYERS = ('fc6', 'fc7', 'fc8')
+LAYERS = CONV_LAYERS + FC_LAYERS
 WEIGHT_INITS: dict[str, dict[str, tuple[float | str | None, float | str]]] = {
     # §5: N(0, 0.01) weights, biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
     'paper': {'conv1': (0.01, 0.0), 'conv2': (0.01, 1.0), 'conv3': (0.01, 0.0),
               'conv4': (0.01, 1.0), 'conv5': (0.01, 1.0), 'fc6': (0.01, 1.0),
               'fc7': (0.01, 1.0), 'fc8': (0.01, 0.0)},
-    'he': {layer: (None, 0.0) for layer in _LAYERS},
+    'he': {layer: (None, 0.0) for layer in LAYERS},
     # cuda-convnet2's 2-GPU model file: initW=0.03 in conv3-5 (layers cfg lines 143, 157, 172,
     # 186, 200, 214), 0.01 elsewhere (lines 17, 30, 73, 87, 242, 251, 268, 277, 294); initB=1 in
     # conv2, conv4, conv5, fc6, fc7 (lines 74, 173, 201, 243, 269), default 0 (layer.py line 950).
@@ -59,7 +61,7 @@ WEIGHT_INITS: dict[str, dict[str, tuple[float | str | None, float | str]]] = {
     # torchvision's alexnet has no init code: PyTorch's nn.Conv2d / nn.Linear reset_parameters,
     # kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in)) weights and U(+-1/sqrt(fan_in)) biases
     # (torch/nn/modules/conv.py lines 182-205, linear.py lines 117-128, torch 2.13).
-    'pytorch': {layer: (FAN_IN_UNIFORM, FAN_IN_UNIFORM) for layer in _LAYERS},
+    'pytorch': {layer: (FAN_IN_UNIFORM, FAN_IN_UNIFORM) for layer in LAYERS},
 }
 # cuda-convnet2's same-map response normalization after conv2's LRN (`conv2_rnorm`): for each map,
 # b = a / (min_div + scale / size^2 * sum of a^2 over the size x size neighbourhood)^pow, the
@@ -228,8 +230,8 @@ class AlexNet(nn.Module):
   dtype: Any = 'float32'  # Computation dtype (float32 | bfloat16); parameters stay float32.
   layout: Layout = Layout()  # Where the towers live and which kernels run (not a config key).
 
-  conv_layers: ClassVar[tuple[str, ...]] = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
-  fc_layers: ClassVar[tuple[str, ...]] = ('fc6', 'fc7', 'fc8')
+  conv_layers: ClassVar[tuple[str, ...]] = CONV_LAYERS
+  fc_layers: ClassVar[tuple[str, ...]] = FC_LAYERS
   feature_layer: ClassVar[str] = 'fc7'  # Its ReLU output is the image's feature vector (§6.1).
 
   def __post_init__(self):
@@ -247,8 +249,12 @@ class AlexNet(nn.Module):
         (all(w > 0 and w % max(self.towers, 1) == 0 for w in widths),
          f'conv_features and fc_features {widths} must be positive multiples of '
          f'towers={self.towers}.'),
-        (isinstance(self.lrn_n, int) and self.lrn_n > 0,
-         f'lrn_n={self.lrn_n!r} must be a positive window size (the paper: 5).'),
+        (isinstance(self.lrn_n, int) and self.lrn_n > 0 and self.lrn_n % 2 == 1,
+         f'lrn_n={self.lrn_n!r} must be an odd window size, centred on the channel (the '
+         'paper: 5).'),
+        (self.lrn_k > 0 and self.lrn_alpha >= 0 and self.lrn_beta > 0,
+         f'lrn_k={self.lrn_k}, lrn_alpha={self.lrn_alpha}, lrn_beta={self.lrn_beta}: LRN needs '
+         'k > 0, alpha >= 0 and beta > 0 (the paper: 2, 1e-4, 0.75).'),
         (0 <= self.dropout_rate < 1, f'dropout_rate={self.dropout_rate} must be in [0, 1).'),
     ]
     for ok, message in checks:

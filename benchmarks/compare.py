@@ -20,17 +20,20 @@ ratios within an allocator are side by side, and the closing "best of each" line
 framework's fastest contender under any allocator. Needs requirements-torch.txt.
 """
 
+import os
+import sys
+
+# Run as a script too (python benchmarks/compare.py): the repository root on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # First, so the allocator settings cover the worker's threads (alexnet_jax/allocator.py).
-import alexnet_jax  # noqa: F401  pylint: disable=unused-import
+import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position
 
 import ctypes.util  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import runpy  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 from alexnet_jax import cli  # noqa: E402

@@ -8,7 +8,9 @@ the SGD update of all 61M parameters. `--reference` uses the straightforward lax
 alexnet_jax/ops.py. The rows add up to roughly the whole step: they leave out fusion across layers.
 """
 
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -16,7 +18,9 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from alexnet_jax import cli, ops
+# Run as a script too (python benchmarks/profile_layers.py): the repository root on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from alexnet_jax import cli, ops  # noqa: E402  pylint: disable=wrong-import-position
 
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Images per step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed repetitions (median).')

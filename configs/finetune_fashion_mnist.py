@@ -17,11 +17,11 @@ docs/using_a_trained_model.md.
 
 import ml_collections
 
+from alexnet_jax import models
 from configs import default
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
-CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
 
 def get_config(variant: str = 'finetune') -> ml_collections.ConfigDict:
@@ -47,7 +47,7 @@ def get_config(variant: str = 'finetune') -> ml_collections.ConfigDict:
     if variant != 'scratch':
       config.finetune.init_from = 'workdirs/ft_source'
     if variant == 'finetune':
-      config.finetune.freeze = CONV_LAYERS
+      config.finetune.freeze = models.CONV_LAYERS
   else:
     raise ValueError(f'unknown variant {variant!r}: pretrain | finetune | finetune_all | scratch')
   return config

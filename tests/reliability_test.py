@@ -521,6 +521,9 @@ CONFIG_ERRORS = [
      'config.lr_step_epochs=(60, 30) must be increasing positive epochs'),
     ({'model.dropout_rate': 1.0}, 'config.model.dropout_rate=1.0 must be in [0, 1)'),
     ({'model.towers': 3}, 'config.model.towers=3 must be 1 or 2'),
+    # An even window is not centred on its channel (and the fused LRN's backward assumes it is).
+    ({'model.lrn_n': 4}, 'config.model.lrn_n=4 must be an odd window size'),
+    ({'model.lrn_beta': -1.0}, 'LRN needs k > 0, alpha >= 0 and beta > 0'),
     ({'model.pooling': 'max'}, "config.model.pooling='max' is unknown"),
     ({'model.conv_features': (8, 16, 24, 24)},
      'config.model.conv_features needs 5 widths and config.model.fc_features 2'),
