@@ -75,7 +75,7 @@ def test_reference_lrn_matches_the_formula_by_hand():
   np.testing.assert_allclose(np.ravel(got), expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize('window,stride', [(3, 2), (2, 2)])
+@pytest.mark.parametrize('window,stride', [(3, 2), (2, 2), (2, 3)])
 def test_max_pool_matches_reference_including_ties(window, stride):
   # Integer-valued inputs have many ties: the gradient must still go to the first maximum only.
   x = jnp.round(2.0 * jax.random.normal(jax.random.key(0), (2, 9, 7, 3)))
