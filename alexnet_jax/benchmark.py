@@ -35,11 +35,11 @@ CEILING_GFLOPS = 400.0
 def _train_fns(config: ml_collections.ConfigDict, model: Any) -> tuple[Callable, Callable, str]:
   """(init_state(key, image_shape), step(state, batch, key)), and where the step comes from."""
   try:
-    from alexnet_jax import train  # pylint: disable=import-outside-toplevel
+    from alexnet_jax import optim, train  # pylint: disable=import-outside-toplevel
   except ImportError:
     train = None
   if train is not None and hasattr(train, 'train_step'):
-    tx = train.create_optimizer(config)
+    tx = optim.create_optimizer(config)
     init = lambda key, shape: train.create_train_state(model, tx, key, shape)
     lr = jnp.asarray(config.learning_rate, jnp.float32)
     step = lambda state, batch, key: train.train_step(state, batch, lr, key, model=model, tx=tx)
@@ -151,7 +151,7 @@ def compile_layout_step(config: ml_collections.ConfigDict, data_axis: int, model
   shardings); `batch_size` is the global batch (default config.batch_size). Raises UserError when
   the layout does not fit the devices or the batch does not split over them.
   """
-  from alexnet_jax import train  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import optim, train  # pylint: disable=import-outside-toplevel
 
   config = copy.deepcopy(config)
   config.mesh.data, config.mesh.model, config.mesh.strategy = data_axis, model_axis, strategy
@@ -160,7 +160,7 @@ def compile_layout_step(config: ml_collections.ConfigDict, data_axis: int, model
                               jax.devices()[:data_axis * model_axis])
   parallel.check_batch_size(batch_size, mesh, strategy=strategy)
   model = registry.create_model(config.model, layout=parallel.Layout(kernels=config.kernels))
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   shape = data.image_shape(config)
   init = lambda key: train.create_train_state(model, tx, key, shape)
   abstract = jax.eval_shape(init, jax.random.key(0))

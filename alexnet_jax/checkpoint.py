@@ -12,6 +12,9 @@ Failure handling, in one place:
 - Restore verifies every array against its saved checksum (Orbax's own checks miss most flipped
   bits in array data). An unreadable or mismatching step is reported in one line, moved to
   `<workdir>/checkpoints_unreadable/` and the next older step is used.
+- A state saved in another layout than the one asked for (the optimizer's wrappers changed with
+  the config, e.g. clipping turned on) is not damage: it is restored as saved, checked against
+  its checksums just the same, and handed to the caller's `convert` (alexnet_jax.resume).
 - A failed save (disk full, unwritable directory) is reported in one line and training goes on;
   the next checkpoint retries. After `MAX_CONSECUTIVE_FAILED_SAVES` failures in a row, or when the
   final save fails, a `UserError` stops training, naming the newest complete checkpoint.
@@ -23,6 +26,9 @@ import glob
 import os
 import shutil
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -31,17 +37,22 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from alexnet_jax import trees
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
 MAX_CONSECUTIVE_FAILED_SAVES = 3
+# How long a failed save waits for Orbax's other item writers of that step before removing its
+# temporary directory (they go on after the first failure and would write into it again).
+WRITERS_TIMEOUT_SECONDS = 60.0
 
 
 class Checkpointer:
   """Periodic saves into `<workdir>/checkpoints` and restore of the newest readable step."""
 
   def __init__(self, workdir: str, max_to_keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self.unreadable_directory = os.path.join(os.path.abspath(workdir), 'checkpoints_unreadable')
+    layout = workdir_lib.Workdir(workdir)
+    self.directory = layout.checkpoints
+    self.unreadable_directory = layout.unreadable_checkpoints
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -90,7 +101,9 @@ class Checkpointer:
 
   def _save_failed(self, step: int | None, error: Exception, final: bool) -> None:
     self._consecutive_failed_saves += 1
-    # Free what the failed attempt wrote, so that the retry has the space.
+    # Free what the failed attempt wrote, so that the retry has the space; first let the item
+    # writers still running end, or they would recreate files in it.
+    _wait_for_orbax_writers(WRITERS_TIMEOUT_SECONDS)
     for partial in glob.glob(os.path.join(self.directory, f'{step}.orbax-checkpoint-tmp*')):
       shutil.rmtree(partial, ignore_errors=True)
     self._manager.reload()
@@ -109,18 +122,28 @@ class Checkpointer:
                   'in a row).', message, self._consecutive_failed_saves,
                   MAX_CONSECUTIVE_FAILED_SAVES - 1)
 
-  def restore_latest(self, abstract_state: Any
+  def restore_latest(self, abstract_state: Any, convert: Callable[[Any], Any] | None = None,
+                     always_convert: bool = False
                      ) -> tuple[int, Any, dict[str, int], dict[str, Any]] | None:
     """(step, state, input position, trainer state) of the newest readable checkpoint, or None.
 
-    Restores into the shapes and shardings of `abstract_state`. A checkpoint of another model
-    raises UserError; unreadable newer steps are moved aside once an older one restored.
+    Restores into the shapes and shardings of `abstract_state`. A state saved in another layout
+    (or any state, with `always_convert`) is restored as saved, a nested dict of replicated
+    arrays, and returned as `convert(saved)`; without `convert`, a checkpoint of another model
+    raises UserError. Unreadable newer steps are moved aside once an older one restored.
     """
     unreadable = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       with _quiet_abandoned_reads():
         try:
-          restored, problem = self._restore(step, abstract_state), None
+          target = abstract_state
+          if always_convert or not self._same_layout(step, abstract_state):
+            if convert is None:
+              self._check_shapes(step, abstract_state)
+              raise UserError(f'checkpoint step {step} in {self.directory} holds another '
+                              'optimizer state layout; resume it with the config that wrote it.')
+            target = self._saved_layout(step, abstract_state)
+          restored, problem = self._restore(step, target), None
         except UserError:
           raise
         except Exception as e:  # pylint: disable=broad-except  # Corruption shows in many types.
@@ -132,17 +155,40 @@ class Checkpointer:
         continue
       for bad_step in unreadable:
         self._move_aside(bad_step)
-      return (step,) + restored
+      state, input_position, trainer_state = restored
+      if target is not abstract_state:
+        state = convert(state)
+      return step, state, input_position, trainer_state
     if unreadable:
       raise UserError(f'no checkpoint in {self.directory} is readable (steps '
                       f'{", ".join(map(str, unreadable))}); move that directory away to start '
                       'from scratch.')
     return None
 
-  def _restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, int], dict[str, Any]]:
-    self._check_shapes(step, abstract_state)
+  def _saved_state_metadata(self, step: int) -> Any:
+    saved = self._manager.item_metadata(step)['state']
+    return getattr(saved, 'tree', saved)  # Orbax wraps the metadata tree in newer versions.
+
+  def _same_layout(self, step: int, abstract_state: Any) -> bool:
+    """Whether the saved state has exactly the arrays (names, shapes, dtypes) of the target."""
+    describe = lambda tree: {name: (tuple(leaf.shape), str(leaf.dtype))
+                             for name, leaf in trees.flatten(tree)}
+    return describe(self._saved_state_metadata(step)) == describe(abstract_state)
+
+  def _saved_layout(self, step: int, abstract_state: Any) -> Any:
+    """The saved state's own tree as restore target: each array replicated on the target's mesh."""
+    some_sharding = getattr(jax.tree.leaves(abstract_state)[0], 'sharding', None)
+    if isinstance(some_sharding, jax.sharding.NamedSharding):
+      replicated = jax.sharding.NamedSharding(some_sharding.mesh, jax.sharding.PartitionSpec())
+    else:  # An abstract state without shardings (tests): one device.
+      replicated = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                          sharding=replicated),
+                        self._saved_state_metadata(step))
+
+  def _restore(self, step: int, target: Any) -> tuple[Any, dict[str, int], dict[str, Any]]:
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
+        state=ocp.args.StandardRestore(target),
         input=ocp.args.JsonRestore(),
         trainer=ocp.args.JsonRestore(),
         checksums=ocp.args.JsonRestore()))
@@ -163,12 +209,22 @@ class Checkpointer:
     logging.warning('Moved unreadable checkpoint step %d to %s.', step, destination)
 
   def _check_shapes(self, step: int, abstract_state: Any) -> None:
-    saved = self._manager.item_metadata(step)['state']
-    saved = getattr(saved, 'tree', saved)  # Orbax wraps the metadata tree in newer versions.
+    saved = self._saved_state_metadata(step)
     _check_same_params(self.directory, saved.get('params', {}), abstract_state.params)
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _wait_for_orbax_writers(timeout: float) -> None:
+  """Joins Orbax's per-save writer threads (orbax.checkpoint's `_SignalingThread`, one per item
+  write). Orbax reports a save's first failing write while the others still run; each of these
+  threads ends when its write does. If Orbax renames the class, this waits for nothing (and
+  tests/reliability_test.py's real failed save shows the leftover directory again)."""
+  deadline = time.monotonic() + timeout
+  for thread in threading.enumerate():
+    if type(thread).__name__ == '_SignalingThread' and thread is not threading.current_thread():
+      thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @contextlib.contextmanager

@@ -56,6 +56,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   param_rules.parse(config.get('param_rules'))  # Raises UserError for a malformed rule.
   _require(config.plateau_max_reductions >= 0,
            f'config.plateau_max_reductions={config.plateau_max_reductions} must be >= 0.')
+  _require(0 <= config.stop_at_train_error <= 1,
+           f'config.stop_at_train_error={config.stop_at_train_error} must be in [0, 1] (0: off).')
   _one_of(config, 'nan_policy', NAN_POLICIES)
   _require(config.grad_clip_norm >= 0,
            f'config.grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 turns clipping off).')

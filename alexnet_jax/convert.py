@@ -43,8 +43,9 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from alexnet_jax import checkpoint, cli, models, registry, train, trees  # noqa: E402
+from alexnet_jax import checkpoint, cli, data, models, optim, registry, train, trees  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.workdir import Workdir  # noqa: E402
 
 LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
 # torchvision.models.AlexNet's module indices in `features` and `classifier`.
@@ -160,21 +161,19 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
   `mean`, the per-pixel input mean, as MEAN_FILE."""
   model = registry.create_model(config.model)
   check_shapes(model, params, config.input.image_size, params['conv1']['kernel'].shape[-2])
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   state = train.TrainState(step=np.zeros((), np.int32), params=params, opt_state=tx.init(params))
   os.makedirs(workdir, exist_ok=True)
   ckpt = checkpoint.Checkpointer(workdir)
   if ckpt.latest_step() is not None:
     raise UserError(f'{workdir} already holds checkpoints; convert into a new --workdir.')
-  plateau = train.Plateau(config.plateau_patience, config.plateau_min_delta,
-                          config.plateau_max_reductions)
-  ckpt.save(0, state, {'step': 0}, {'plateau': plateau.to_json()})
+  train.save_checkpoint(ckpt, state, data.Position(), optim.Plateau.from_config(config),
+                        config.batch_size)
   ckpt.wait_until_finished()
   ckpt.close()
   if mean is not None:
     np.save(os.path.join(workdir, MEAN_FILE), mean.astype(np.float32))
-  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  Workdir(workdir).write_config(config)
 
 
 def _load_arrays(path: str) -> dict[str, np.ndarray]:

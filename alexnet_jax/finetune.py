@@ -52,7 +52,7 @@ def pretrained_params(config: ml_collections.ConfigDict, fresh_params: Any) -> A
   """`fresh_params` with every layer not in `config.finetune.reinit` taken from `init_from`."""
   block = config.finetune
   workdir, step = trained_model.split_checkpoint_path(block.init_from)
-  source_config = trained_model.load_config(workdir)
+  source_config = trained_model.load_config(workdir, step)
   source_model = registry.create_model(source_config.model,
                                        len(trained_model.class_names(source_config)))
   source_shape = data.image_shape(source_config)

@@ -14,6 +14,10 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 
+from alexnet_jax.workdir import Workdir
+
+MetricWriter = metric_writers.MetricWriter  # What create_writer returns, for type hints.
+
 
 def top_k_error_count(probs_or_logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   """Per example: 1.0 where the label is not among the k highest scores (0 <= k <= classes)."""
@@ -103,7 +107,7 @@ def create_writer(workdir: str, is_main_process: bool) -> metric_writers.MetricW
     return metric_writers.MultiWriter([])
   return _WriteErrorsReported([
       metric_writers.SummaryWriter(workdir),
-      JsonlWriter(os.path.join(workdir, 'metrics.jsonl')),
+      JsonlWriter(Workdir(workdir).metrics_file),
   ])
 
 

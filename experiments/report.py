@@ -2,7 +2,8 @@
 
 Training error is the trainer's running top-1 error over each logging interval (training mode:
 dropout and augmentation on, as the paper's Fig. 1 plots it); test error is the evaluation split's.
-Every number is a mean +- sample standard deviation over the seeds that finished.
+Every number is a mean +- sample standard deviation over the seeds that finished; a delta between
+two variants comes with its 95% confidence interval (Welch's t over the seeds).
 """
 
 import csv
@@ -19,6 +20,7 @@ matplotlib.use('Agg')  # Files only; no display on a CI machine.
 import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
+import scipy.stats  # noqa: E402
 
 from experiments import sweeps  # noqa: E402
 
@@ -35,6 +37,7 @@ class Run:
   status: str  # finished | failed | missing
   error: str = ''
   wall_s: float = math.nan
+  cpu_s: float = math.nan  # User + system CPU time of the run's process.
   batch_size: int = 0
   train_steps: list[int] = dataclasses.field(default_factory=list)
   train_top1: list[float] = dataclasses.field(default_factory=list)
@@ -42,6 +45,8 @@ class Run:
   eval_steps: list[int] = dataclasses.field(default_factory=list)
   eval_top1: list[float] = dataclasses.field(default_factory=list)
   eval_top5: list[float] = dataclasses.field(default_factory=list)
+  # Top-1 error on the training images in evaluation mode, when the run evaluated them.
+  eval_train_top1: list[float] = dataclasses.field(default_factory=list)
 
   def first_step_below(self, target: float) -> tuple[int, float] | None:
     """(step, training seconds) when the training error first reached `target`."""
@@ -59,7 +64,7 @@ def load_run(directory: str, variant: str, seed_index: int) -> Run:
     with open(marker_path, encoding='utf-8') as f:
       marker = json.load(f)
     run = Run(variant, seed_index, marker['status'], marker.get('error', ''), marker['wall_s'],
-              marker['config']['batch_size'])
+              marker.get('cpu_s', math.nan), marker['config']['batch_size'])
   except (ValueError, OSError, KeyError, TypeError) as e:  # A damaged marker file.
     return Run(variant, seed_index, 'failed', f'{marker_path} is damaged ({type(e).__name__})')
   metrics_path = os.path.join(directory, 'metrics.jsonl')
@@ -89,6 +94,8 @@ def load_run(directory: str, variant: str, seed_index: int) -> Run:
       run.eval_steps.append(step)
       run.eval_top1.append(row['eval/top1_error'])
       run.eval_top5.append(row['eval/top5_error'])
+      if 'eval_train/top1_error' in row:
+        run.eval_train_top1.append(row['eval_train/top1_error'])
   return run
 
 
@@ -102,7 +109,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int | None:
-  """From the prepared TFDS builder's split size; None when unknown (plots fall back to steps)."""
+  """From config.input.train_examples (a training subset) or the prepared TFDS builder's split
+  size; None when unknown (plots fall back to steps)."""
+  subset = config.input.get('train_examples') or 0
+  if subset:
+    return subset // config.batch_size
   try:
     import tensorflow_datasets as tfds
     builder = tfds.builder(config.dataset, data_dir=config.get('data_dir'))
@@ -126,7 +137,13 @@ def summarize(runs: Sequence[Run], targets: Sequence[float],
       'final_test_top5': [r.eval_top5[-1] if r.eval_top5 else math.nan for r in done],
       'best_test_top1': [min(r.eval_top1) if r.eval_top1 else math.nan for r in done],
       'wall_min': [r.wall_s / 60 for r in done],
+      'cpu_min': [r.cpu_s / 60 for r in done],
   }
+  if any(r.eval_train_top1 for r in done):  # The train/test gap, both in evaluation mode.
+    metrics['final_train_eval_top1'] = [r.eval_train_top1[-1] if r.eval_train_top1 else math.nan
+                                        for r in done]
+    metrics['final_gap'] = [r.eval_top1[-1] - r.eval_train_top1[-1]
+                            if r.eval_train_top1 and r.eval_top1 else math.nan for r in done]
   for target in targets:
     crossings = [r.first_step_below(target) for r in done]
     key = f'{target:g}'
@@ -146,20 +163,28 @@ class Results:
   num_classes: int
   seeds: int
   targets: tuple[float, ...]
-  epoch_steps: int | None
+  epoch_steps: dict[str, int | None]  # variant -> steps per epoch (None: unknown)
   runs: dict[str, list[Run]]  # variant -> one Run per seed
   summaries: dict[str, dict[str, Any]]  # variant -> summarize()
 
+  @property
+  def in_epochs(self) -> bool:
+    return all(self.epoch_steps.get(v) for v in self.runs)
+
 
 def collect(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str, seeds: int,
-            planned: Sequence[tuple[str, int]]) -> Results:
+            planned: Sequence[tuple[str, int, ml_collections.ConfigDict]]) -> Results:
+  """The runs of `planned` (variant, seed index, config) as they are in `workdir` now."""
   targets = tuple(sweep.target_train_errors.get(base.dataset, (0.25,)))
-  epoch_steps = steps_per_epoch(base)
   runs: dict[str, list[Run]] = {}
-  for variant, seed_index in planned:
+  epoch_steps: dict[str, int | None] = {}
+  for variant, seed_index, config in planned:
     directory = os.path.join(workdir, variant, f'seed{seed_index}')
     runs.setdefault(variant, []).append(load_run(directory, variant, seed_index))
-  summaries = {variant: summarize(rs, targets, epoch_steps) for variant, rs in runs.items()}
+    if variant not in epoch_steps:
+      epoch_steps[variant] = steps_per_epoch(config)
+  summaries = {variant: summarize(rs, targets, epoch_steps[variant])
+               for variant, rs in runs.items()}
   return Results(sweep, base.dataset, base.model.num_classes, seeds, targets, epoch_steps, runs,
                  summaries)
 
@@ -180,22 +205,26 @@ def _number(cell: dict[str, float], digits: int = 0) -> str:
   return f'{cell["mean"]:.{digits}f} ± {cell["std"]:.{digits}f}'
 
 
-def _columns(results: Results) -> list[tuple[str, str, Any]]:
-  """(header, summary key, formatter) of the table columns."""
+def _columns(results: Results, variants: Sequence[str]) -> list[tuple[str, str, Any]]:
+  """(header, summary key, formatter) of the table columns for `variants`."""
   columns = [('final train top-1 err %', 'final_train_top1', _percent),
              ('final test top-1 err %', 'final_test_top1', _percent)]
   if results.num_classes >= MIN_CLASSES_FOR_TOP5:
     columns.append(('final test top-5 err %', 'final_test_top5', _percent))
   columns.append(('best test top-1 err %', 'best_test_top1', _percent))
+  if any('final_gap' in results.summaries[v] for v in variants):
+    columns += [('final train top-1 err % (eval mode)', 'final_train_eval_top1', _percent),
+                ('test − train gap (points)', 'final_gap', _percent)]
   for target in results.targets:
     key = f'{target:g}'
-    unit, name = (('epochs', f'epochs_to_{key}') if results.epoch_steps
+    unit, name = (('epochs', f'epochs_to_{key}') if results.in_epochs
                   else ('steps', f'steps_to_{key}'))
     columns.append((f'{unit} to {100 * target:g}% train err', name,
                     lambda c, d=(2 if unit == 'epochs' else 0): _number(c, d)))
     columns.append((f'train min to {100 * target:g}%', f'train_min_to_{key}',
                     lambda c: _number(c, 1)))
   columns.append(('wall min', 'wall_min', lambda c: _number(c, 1)))
+  columns.append(('CPU min', 'cpu_min', lambda c: _number(c, 1)))
   return columns
 
 
@@ -209,8 +238,9 @@ def _status(summary: dict[str, Any]) -> str:
 
 
 def fig1_choice(results: Results, ablation: sweeps.Ablation) -> dict[str, str]:
-  """Fig. 1: per activation, the learning rate that first reaches the first target (the paper
-  chose each net's learning rate to make training as fast as possible)."""
+  """Fig. 1: per activation, the learning rate that first reaches the first target, or failing
+  that the lowest final training error (the paper chose each net's learning rate to make
+  training as fast as possible)."""
   target = f'{results.targets[0]:g}'
   best: dict[str, tuple[tuple[float, float], str]] = {}
   for variant, overrides in ablation.variants.items():
@@ -226,59 +256,113 @@ def fig1_choice(results: Results, ablation: sweeps.Ablation) -> dict[str, str]:
   return {activation: variant for activation, (_, variant) in best.items()}
 
 
+def welch_interval(a: dict[str, float], b: dict[str, float],
+                   confidence: float = 0.95) -> float | None:
+  """Half-width of the `confidence` interval of mean(a) - mean(b) from each arm's mean, sample
+  std and count (Welch's t); None with fewer than two values in an arm."""
+  if a['n'] < 2 or b['n'] < 2:
+    return None
+  va, vb = a['std'] ** 2 / a['n'], b['std'] ** 2 / b['n']
+  if va + vb == 0:
+    return 0.0
+  dof = (va + vb) ** 2 / (va ** 2 / (a['n'] - 1) + vb ** 2 / (b['n'] - 1))
+  return float(scipy.stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(va + vb))
+
+
 def _delta_lines(results: Results, ablation: sweeps.Ablation) -> list[str]:
   names = list(ablation.variants)
   reference = results.summaries[names[0]]
+  keys = [('final_test_top1', 'test top-1 error')]
+  if results.num_classes >= MIN_CLASSES_FOR_TOP5:
+    keys.append(('final_test_top5', 'test top-5 error'))
+  keys += [('final_train_eval_top1', 'train top-1 error (eval mode)'),
+           ('final_gap', 'test − train gap')]
   lines = []
   for name in names[1:]:
     summary = results.summaries[name]
-    for key, label in (('final_test_top1', 'test top-1'), ('final_test_top5', 'test top-5')):
-      if key == 'final_test_top5' and results.num_classes < MIN_CLASSES_FOR_TOP5:
-        continue
-      if summary[key]['n'] and reference[key]['n']:
+    for key, label in keys:
+      if key in summary and key in reference and summary[key]['n'] and reference[key]['n']:
         delta = 100 * (summary[key]['mean'] - reference[key]['mean'])
-        lines.append(f'- {name} − {names[0]}: {label} error {delta:+.2f} points')
+        half = welch_interval(summary[key], reference[key])
+        interval = '' if half is None else (
+            f' ± {100 * half:.2f} (95% CI {delta - 100 * half:+.2f} .. {delta + 100 * half:+.2f})')
+        lines.append(f'- {name} − {names[0]}: {label} {delta:+.2f}{interval} points')
   return lines
+
+
+def fig1_ratios(results: Results, choice: dict[str, str], target: float) -> dict[str, Any]:
+  """tanh / ReLU epochs (or steps) to `target`: the ratio of the means and the per-seed ratios,
+  seed k of tanh over seed k of ReLU (same data order). A seed that never reached the target
+  within the run gives only a lower bound, its last logged step."""
+  runs = {a: [r for r in results.runs[choice[a]] if r.status == 'finished']
+          for a in ('relu', 'tanh')}
+  per_seed, lower_bound = [], False
+  for relu, tanh in zip(runs['relu'], runs['tanh']):
+    relu_at, tanh_at = relu.first_step_below(target), tanh.first_step_below(target)
+    if relu_at is None:
+      continue
+    if tanh_at is None:
+      lower_bound = True
+      tanh_at = (tanh.train_steps[-1],) if tanh.train_steps else None
+    if tanh_at is not None:
+      per_seed.append(tanh_at[0] / relu_at[0])
+  return {'per_seed': per_seed, 'lower_bound': lower_bound}
 
 
 def _fig1_lines(results: Results, ablation: sweeps.Ablation) -> list[str]:
   choice = fig1_choice(results, ablation)
   lines = [f'- fastest learning rate per activation: '
            + ', '.join(f'{a}: {v}' for a, v in choice.items())]
+  unit = 'epochs' if results.in_epochs else 'steps'
   for target in results.targets:
     key = f'{target:g}'
-    unit = 'epochs' if results.epoch_steps else 'steps'
     reached = {a: results.summaries[v][f'{unit}_to_{key}'] for a, v in choice.items()}
-    text = ', '.join(f'{a} {_number(c, 2)}' for a, c in reached.items())
+    minutes = {a: results.summaries[v][f'train_min_to_{key}'] for a, v in choice.items()}
+    text = ', '.join(f'{a} {_number(c, 2)} ({_number(minutes[a], 1)} train min)'
+                     for a, c in reached.items())
     if {'relu', 'tanh'} <= set(reached) and all(reached[a]['n'] for a in ('relu', 'tanh')):
       ratio = reached['tanh']['mean'] / reached['relu']['mean']
-      text += f'; tanh / relu = {ratio:.2f}x (paper: ~6x at 25% on CIFAR-10)'
+      text += f'; tanh / relu = {ratio:.2f}x'
+      seeds = fig1_ratios(results, choice, target)
+      if len(seeds['per_seed']) > 1:
+        values = seeds['per_seed']
+        text += (f' (per seed: {", ".join(f"{v:.2f}" for v in values)}; mean '
+                 f'{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}')
+        text += '; a lower bound: a tanh seed never got there)' if seeds['lower_bound'] else ')'
+      text += ' (paper: ~6x at 25% on CIFAR-10)'
+    elif 'tanh' in reached and not reached['tanh']['n']:
+      text += '; tanh never reached it within the budget'
     lines.append(f'- {unit} to {100 * target:g}% training error: {text}')
   return lines
 
 
-def markdown(results: Results, command: str = '') -> str:
+def markdown(results: Results, command: str = '', note: str = '') -> str:
   sweep = results.sweep
   lines = [f'# Sweep `{sweep.name}` on {results.dataset}', '']
   if command:
     lines += ['```', command, '```', '']
   lines += [f'{results.seeds} seed(s) per variant; cells are mean ± sample std over the seeds '
             'that finished. Training error: running top-1 over each logging interval, in '
-            'training mode. "train min": training time without evaluation.', '']
-  columns = _columns(results)
+            'training mode. "train min": training time without evaluation. Deltas: 95% '
+            'confidence intervals by Welch\'s t over the seeds.', '']
+  if note:
+    lines += [note, '']
   for ablation in sweep.ablations:
-    lines += [f'## {ablation.title}', '']
     if not ablation.applies_to(results.dataset):
-      lines += [f'Not run on {results.dataset}: {ablation.not_applicable}', '']
+      if not any(a.name == ablation.name and a.applies_to(results.dataset)
+                 for a in sweep.ablations):
+        lines += [f'## {ablation.title}', '', f'Not run on {results.dataset}: '
+                  f'{ablation.not_applicable}', '']
       continue
+    lines += [f'## {ablation.title}', '']
     lines += [f'Paper: {ablation.paper_result}.', '']
+    variants = [v for v in ablation.variants if v in results.summaries]
+    columns = _columns(results, variants)
     lines.append('| variant | runs | ' + ' | '.join(h for h, _, _ in columns) + ' |')
     lines.append('|---' * (len(columns) + 2) + '|')
-    for variant in ablation.variants:
-      if variant not in results.summaries:
-        continue
+    for variant in variants:
       summary = results.summaries[variant]
-      cells = [fmt(summary[key]) for _, key, fmt in columns]
+      cells = [fmt(summary[key]) if key in summary else '-' for _, key, fmt in columns]
       lines.append(f'| {variant} | {_status(summary)} | ' + ' | '.join(cells) + ' |')
     lines.append('')
     # Deltas need every variant; Fig. 1 compares whichever learning rates have run.
@@ -306,8 +390,9 @@ def _without_nan(value: Any) -> Any:
 
 
 def write_csv(results: Results, path: str) -> None:
-  keys = [key for key in next(iter(results.summaries.values()))
-          if key not in ('finished', 'seeds', 'errors', 'missing')]
+  keys = []  # Every metric any variant has, in first-seen order (only some have the gap).
+  for summary in results.summaries.values():
+    keys += [k for k in summary if k not in keys + ['finished', 'seeds', 'errors', 'missing']]
   with open(path, 'w', newline='', encoding='utf-8') as f:
     writer = csv.writer(f)
     writer.writerow(['ablation', 'variant', 'finished', 'seeds', 'errors']
@@ -319,15 +404,17 @@ def write_csv(results: Results, path: str) -> None:
         if variant not in results.summaries:
           continue
         summary = results.summaries[variant]
+        missing = {'mean': math.nan, 'std': math.nan}
         writer.writerow([ablation.name, variant, summary['finished'], summary['seeds'],
                          '; '.join(summary['errors'])]
-                        + [_csv_number(summary[k][s]) for k in keys for s in ('mean', 'std')])
+                        + [_csv_number(summary.get(k, missing)[s])
+                           for k in keys for s in ('mean', 'std')])
 
 
 def _mean_curve(runs: Sequence[Run], steps_attr: str, values_attr: str):
   """Steps logged by every finished seed, their mean and min/max over seeds."""
   curves = [(getattr(r, steps_attr), getattr(r, values_attr)) for r in runs
-            if r.status == 'finished' and getattr(r, steps_attr)]
+            if r.status == 'finished' and getattr(r, values_attr)]  # Not every run has each.
   if not curves:
     return None
   common = sorted(set.intersection(*(set(steps) for steps, _ in curves)))
@@ -335,33 +422,67 @@ def _mean_curve(runs: Sequence[Run], steps_attr: str, values_attr: str):
   return np.array(common), table.mean(0), table.min(0), table.max(0)
 
 
+def plot_fig1(results: Results, ablation: sweeps.Ablation, path: str) -> None:
+  """As the paper's Fig. 1: training error against epochs, ReLU solid, tanh dashed, the target
+  line; every seed of each activation's chosen learning rate, the other rates faint."""
+  chosen = fig1_choice(results, ablation)
+  fig, axis = plt.subplots(figsize=(6.5, 4.5))
+  styles = {'relu': '-', 'tanh': '--'}
+  for variant, overrides in ablation.variants.items():
+    if variant not in results.runs:
+      continue
+    activation = overrides['model.activation']
+    scale = results.epoch_steps.get(variant) or 1
+    strong = chosen.get(activation) == variant
+    for i, run in enumerate(r for r in results.runs[variant] if r.status == 'finished'):
+      label = (f'{activation} ({variant})' if i == 0 and strong
+               else (variant if i == 0 else None))
+      axis.plot(np.array(run.train_steps) / scale, 100 * np.array(run.train_top1),
+                styles.get(activation, ':'), color='black' if strong else 'grey',
+                linewidth=1.4 if strong else 0.6, alpha=0.9 if strong else 0.35, label=label)
+  axis.axhline(100 * results.targets[0], color='tab:red', linewidth=0.8)
+  axis.set_xlabel('epochs' if results.in_epochs else 'steps')
+  axis.set_ylabel('training error (%)')
+  axis.set_ylim(0, 100)
+  axis.grid(alpha=0.3)
+  axis.legend(fontsize=7)
+  fig.suptitle(f'{ablation.title} — {results.dataset}', fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def plot(results: Results, ablation: sweeps.Ablation, path: str) -> None:
+  if results.sweep.report == 'fig1':
+    plot_fig1(results, ablation, path)
+    return
   variants = [v for v in ablation.variants if v in results.runs]
-  highlight = set(fig1_choice(results, ablation).values()) if results.sweep.report == 'fig1' \
-      else set(variants)
-  scale = results.epoch_steps or 1
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  panels = (('train_steps', 'train_top1', 'training top-1 error'),
-            ('eval_steps', 'eval_top1', 'test top-1 error'))
-  for axis, (steps_attr, values_attr, title) in zip(axes, panels):
+  panels = (('train_steps', ('train_top1',), 'training top-1 error'),
+            ('eval_steps', ('eval_top1', 'eval_train_top1'), 'test top-1 error'))
+  for panel, (axis, (steps_attr, values_attrs, title)) in enumerate(zip(axes, panels)):
     for i, variant in enumerate(variants):
-      curve = _mean_curve(results.runs[variant], steps_attr, values_attr)
-      if curve is None:
-        continue
-      steps, mean, low, high = curve
-      x = steps / scale
-      strong = variant in highlight
-      line, = axis.plot(x, 100 * mean, label=variant, color=f'C{i}',
-                        linewidth=2 if strong else 0.8, alpha=1 if strong else 0.5,
-                        marker='o' if len(x) < 15 else None, markersize=3)
-      if results.seeds > 1:
-        axis.fill_between(x, 100 * low, 100 * high, color=line.get_color(), alpha=0.15)
-    if values_attr == 'train_top1':
+      scale = results.epoch_steps.get(variant) or 1
+      for values_attr in values_attrs:
+        curve = _mean_curve(results.runs[variant], steps_attr, values_attr)
+        if curve is None:
+          continue
+        steps, mean, low, high = curve
+        x = steps / scale
+        train_eval = values_attr == 'eval_train_top1'
+        line, = axis.plot(x, 100 * mean, ':' if train_eval else '-', color=f'C{i}',
+                          label=f'{variant}, training images' if train_eval else variant,
+                          linewidth=2, marker='o' if len(x) < 15 else None, markersize=3)
+        if results.seeds > 1:
+          axis.fill_between(x, 100 * low, 100 * high, color=line.get_color(), alpha=0.15)
+    if panel == 0:
       for target in results.targets:
         axis.axhline(100 * target, color='grey', linestyle='--', linewidth=0.8)
-    axis.set_xlabel('epochs' if results.epoch_steps else 'steps')
+    elif any(r.eval_train_top1 for v in variants for r in results.runs[v]):
+      title = 'test (solid) and training-image (dotted) top-1 error, eval mode'
+    axis.set_xlabel('epochs' if results.in_epochs else 'steps')
     axis.set_ylabel('error (%)')
-    axis.set_title(title)
+    axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
     if axis.get_legend_handles_labels()[0]:
       axis.legend(fontsize=8)
@@ -384,11 +505,12 @@ def to_json(results: Results) -> dict[str, Any]:
   }
 
 
-def write_all(results: Results, workdir: str, command: str = '') -> None:
-  """results.md, results.csv, results.json and <ablation>.png in `workdir`."""
+def write_all(results: Results, workdir: str, command: str = '', note: str = '') -> None:
+  """results.md (with `note` under its header), results.csv, results.json and <ablation>.png in
+  `workdir`."""
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'results.md'), 'w', encoding='utf-8') as f:
-    f.write(markdown(results, command))
+    f.write(markdown(results, command, note))
   write_csv(results, os.path.join(workdir, 'results.csv'))
   with open(os.path.join(workdir, 'results.json'), 'w', encoding='utf-8') as f:
     json.dump(_without_nan(to_json(results)), f, indent=1, allow_nan=False)

@@ -20,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from alexnet_jax import cli, parallel, registry, train  # noqa: E402
+from alexnet_jax import cli, optim, parallel, registry, train  # noqa: E402
 from experiments import sweep as sweep_runner  # noqa: E402
 from experiments import sweeps  # noqa: E402
 
@@ -35,7 +35,7 @@ def _timed_steps(config):
   """(train_step_fn, eval_step_fn) on random data of the config's shapes, compiled."""
   size = config.input.image_size
   model = registry.create_model(config.model, 10, parallel.Layout(kernels=config.kernels))
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (size, size, 1))
   batch = {'image': jax.random.normal(jax.random.key(1), (config.batch_size, size, size, 1)),
            'label': jnp.arange(config.batch_size) % 10}

@@ -14,6 +14,7 @@ overrides any field of the base config, as `--config.KEY` does for run.py.
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ _ISOLATION = flags.DEFINE_enum('isolation', 'subprocess', ['subprocess', 'inproc
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Write tables and figures; train nothing.')
 _ONLY_RUN = flags.DEFINE_string('only_run', None, 'Internal: VARIANT:SEED_INDEX, used by the '
                                 'parent to start one run in a child process.')
+_TUNING = flags.DEFINE_bool('tuning', False, 'Internal: --only_run names a tuning run.')
 
 MARKER = 'sweep_run.json'  # Written by the runner after a run finished or failed.
 
@@ -111,17 +113,25 @@ def is_finished(directory: str, config: ml_collections.ConfigDict) -> bool:
   return True
 
 
+def _cpu_seconds(who: int) -> float:
+  """User + system CPU time of this process (RUSAGE_SELF) or its waited-for children."""
+  usage = resource.getrusage(who)
+  return usage.ru_utime + usage.ru_stime
+
+
 def train_in_process(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]:
   """Trains one run here; any exception becomes a 'failed' marker so the sweep can go on."""
   from alexnet_jax import train  # Imported late: the parent of child processes never needs JAX.
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), _cpu_seconds(resource.RUSAGE_SELF)
   try:
     train.train_and_evaluate(config, directory)
     marker = {'status': 'finished'}
   except Exception as e:  # pylint: disable=broad-except
     logging.exception('run in %s failed', directory)
     marker = {'status': 'failed', 'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300]}
-  marker.update(wall_s=time.perf_counter() - start, config=_config_json(config))
+  # CPU time beside wall time: on a shared machine the wall time says more about the others.
+  marker.update(wall_s=time.perf_counter() - start,
+                cpu_s=_cpu_seconds(resource.RUSAGE_SELF) - cpu_start, config=_config_json(config))
   _write_marker(directory, marker)
   return marker
 
@@ -146,16 +156,21 @@ def train_in_child(config: ml_collections.ConfigDict, directory: str, variant: s
   os.makedirs(directory, exist_ok=True)
   command = [sys.executable, os.path.abspath(__file__), *child_flags,
              f'--only_run={variant}:{seed_index}', '--isolation=inprocess']
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), _cpu_seconds(resource.RUSAGE_CHILDREN)
   with open(os.path.join(directory, 'log.txt'), 'a', encoding='utf-8') as log:
     returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
   marker = read_marker(directory)
+  if marker is not None:  # The whole child, start-up included, as its parent saw it.
+    marker.update(wall_s=time.perf_counter() - start,
+                  cpu_s=_cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_start)
   if marker is None or (returncode != 0 and marker['status'] == 'finished'):
     # The child died before writing its marker (a crash, or killed for memory).
     marker = {'status': 'failed', 'error': f'child process exited with status {returncode}; '
                                            f'see {os.path.join(directory, "log.txt")}',
-              'wall_s': time.perf_counter() - start, 'config': _config_json(config)}
-    _write_marker(directory, marker)
+              'wall_s': time.perf_counter() - start,
+              'cpu_s': _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_start,
+              'config': _config_json(config)}
+  _write_marker(directory, marker)
   return marker
 
 
@@ -169,13 +184,11 @@ def plan(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, seeds: int,
       raise UserError(f'--variants: {unknown} not in sweep {sweep.name!r} on {base.dataset}; '
                       f'choose from {sorted(variants)}.')
     variants = {name: overrides for name, overrides in variants.items() if name in only}
-  runs = []
-  for name, overrides in variants.items():
-    config = registry.apply_overrides(base, sweeps.resolve(overrides, base))
-    for seed_index in range(seeds):
-      runs.append((name, seed_index, registry.apply_overrides(config,
-                                                            {'seed': base.seed + seed_index})))
-  return runs
+  configs = {name: registry.apply_overrides(base, sweeps.resolve(overrides, base))
+             for name, overrides in variants.items()}
+  # Seed by seed: a sweep stopped part-way has every variant at the same number of seeds.
+  return [(name, seed_index, registry.apply_overrides(config, {'seed': base.seed + seed_index}))
+          for seed_index in range(seeds) for name, config in configs.items()]
 
 
 def run_sweep(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str, seeds: int, *,
@@ -188,24 +201,57 @@ def run_sweep(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str
       logging.warning('ablation %s does not apply to %s: %s', ablation.name, base.dataset,
                       ablation.not_applicable)
   runs = plan(sweep, base, seeds, only)
-  for i, (variant, seed_index, config) in enumerate(runs):
-    directory = run_dir(workdir, variant, seed_index)
-    label = f'[{i + 1}/{len(runs)}] {variant} seed {seed_index}'
-    if is_finished(directory, config):
-      logging.info('%s: finished before, skipped', label)
-      continue
-    if not train_runs:
-      continue
-    logging.info('%s: training in %s', label, directory)
-    if isolation == 'subprocess':
-      marker = train_in_child(config, directory, variant, seed_index, child_flags)
-    else:
-      marker = train_in_process(config, directory)
-    logging.info('%s: %s in %.0f s%s', label, marker['status'], marker['wall_s'],
-                 f' ({marker["error"]})' if marker['status'] == 'failed' else '')
-  results = report.collect(sweep, base, workdir, seeds, [(v, s) for v, s, _ in runs])
-  report.write_all(results, workdir, command)
+
+  def train_all(selected, root):
+    for i, (variant, seed_index, config) in enumerate(selected):
+      directory = run_dir(root, variant, seed_index)
+      label = f'[{i + 1}/{len(selected)}] {variant} seed {seed_index}'
+      if is_finished(directory, config):
+        logging.info('%s: finished before, skipped', label)
+        continue
+      if not train_runs:
+        continue
+      logging.info('%s: training in %s', label, directory)
+      if isolation == 'subprocess':
+        marker = train_in_child(config, directory, variant, seed_index,
+                                [*child_flags, f'--tuning={root != workdir}'])
+      else:
+        marker = train_in_process(config, directory)
+      logging.info('%s: %s in %.0f s%s', label, marker['status'], marker['wall_s'],
+                   f' ({marker["error"]})' if marker['status'] == 'failed' else '')
+
+  if base.dataset in sweep.tuning:  # Fig. 1: a short run per learning rate, then the chosen.
+    tuning_dir = os.path.join(workdir, TUNING_DIR)
+    tuning_base = tuning_config(sweep, base)
+    tuning_runs = plan(sweep, tuning_base, 1, only)
+    train_all(tuning_runs, tuning_dir)
+    tuned = report.collect(sweep, tuning_base, tuning_dir, 1, tuning_runs)
+    report.write_all(tuned, tuning_dir, command, note=(
+        f'Tuning runs: every learning rate, the first seed, {_overrides_text(sweep.tuning[base.dataset])}; '
+        'the one with the first crossing (else the lowest final training error) per activation '
+        'trains every seed in [the sweep](../results.md).'))
+    chosen = {variant for ablation in sweep.ablations if ablation.applies_to(base.dataset)
+              for variant in report.fig1_choice(tuned, ablation).values()}
+    logging.info('Chosen in %s: %s', tuning_dir, ', '.join(sorted(chosen)))
+    runs = [run for run in runs if run[0] in chosen]
+  train_all(runs, workdir)
+  results = report.collect(sweep, base, workdir, seeds, runs)
+  note = ('Learning rates chosen on short runs of the whole grid: [tuning/results.md]'
+          '(tuning/results.md).' if base.dataset in sweep.tuning else '')
+  report.write_all(results, workdir, command, note)
   return results
+
+
+def _overrides_text(overrides: sweeps.Overrides) -> str:
+  return ', '.join(f'{key}={value}' for key, value in overrides.items())
+
+
+TUNING_DIR = 'tuning'  # Fig. 1's short runs per learning rate, under the sweep's --workdir.
+
+
+def tuning_config(sweep: sweeps.Sweep, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The base config of the sweep's tuning runs on the base's data set."""
+  return registry.apply_overrides(base, sweep.tuning[base.dataset])
 
 
 def main(argv):
@@ -219,9 +265,12 @@ def main(argv):
   seeds = _SEEDS.value or (1 if _QUICK.value else sweep.default_seeds)
   if _ONLY_RUN.value:
     variant, seed_index = _ONLY_RUN.value.rsplit(':', 1)
-    [(_, _, config)] = [r for r in plan(sweep, base, int(seed_index) + 1, [variant])
+    root, run_base = _WORKDIR.value, base
+    if _TUNING.value:
+      root, run_base = os.path.join(root, TUNING_DIR), tuning_config(sweep, base)
+    [(_, _, config)] = [r for r in plan(sweep, run_base, int(seed_index) + 1, [variant])
                         if r[1] == int(seed_index)]
-    marker = train_in_process(config, run_dir(_WORKDIR.value, variant, int(seed_index)))
+    marker = train_in_process(config, run_dir(root, variant, int(seed_index)))
     sys.exit(0 if marker['status'] == 'finished' else 1)
   # The command that trains the runs the tables describe (a --report_only rerun writes the same).
   arguments = [a for a in sys.argv[1:] if a not in ('--report_only', '--report_only=true')]

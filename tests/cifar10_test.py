@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import train
-from alexnet_jax.data import cifar10
+from alexnet_jax.data import Position, cifar10
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -31,14 +31,15 @@ MARKED_RGB = (201, 102, 7)
 COLOUR_AXIS = np.array([60.0, 20.0, -40.0])
 
 
-def _tiny_images(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _tiny_images(rng: np.random.Generator,
+                 per_file: int = PER_FILE) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{batch name: (uint8 [20, 32, 32, 3], labels uint8 [20])} with labels from a few classes."""
   files = {}
   for name in cifar10.TRAIN_FILES + cifar10.TEST_FILES:
-    strength = rng.normal(size=(PER_FILE, 32, 32, 1))
-    noise = rng.normal(scale=8.0, size=(PER_FILE, 32, 32, 3))
+    strength = rng.normal(size=(per_file, 32, 32, 1))
+    noise = rng.normal(scale=8.0, size=(per_file, 32, 32, 3))
     images = np.clip(np.round(128 + strength * COLOUR_AXIS + noise), 0, 255).astype(np.uint8)
-    labels = rng.choice([0, 3, 7, 9], size=PER_FILE).astype(np.uint8)
+    labels = rng.choice([0, 3, 7, 9], size=per_file).astype(np.uint8)
     files[name] = (images, labels)
   images = files['data_batch_1'][0]
   images[MARKED_PIXEL] = MARKED_RGB
@@ -75,26 +76,39 @@ def _expected_records(images: np.ndarray, labels: np.ndarray) -> bytes:
                   + image[:, :, 2].tobytes() for image, label in zip(images, labels))
 
 
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-  """A tiny npm package in a manual dir, with OFFICIAL_MD5 patched to its files' md5s."""
-  root = tmp_path_factory.mktemp('cifar10')
-  files = _tiny_images(np.random.default_rng(0))
+def prepare_tiny_cifar10(root: pathlib.Path, per_file: int = PER_FILE) -> dict:
+  """A tiny npm package in root/manual, prepared by TFDS's cifar10 builder into root/tfds (the
+  md5 table patched to its files' md5s meanwhile): the package, its files and the data dir."""
+  files = _tiny_images(np.random.default_rng(0), per_file)
   manual = root / 'manual'
   manual.mkdir()
   _npm_tarball(manual / cifar10.NPM_TARBALL, files)
   md5 = {f'{name}.bin': hashlib.md5(_expected_records(*files[name])).hexdigest() for name in files}
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(cifar10, 'OFFICIAL_MD5', md5)
-    yield dict(root=root, manual=manual, tarball=manual / cifar10.NPM_TARBALL, files=files)
+    cifar10.prepare_builder(str(root / 'tfds'), str(manual))
+  return dict(root=root, manual=manual, tarball=manual / cifar10.NPM_TARBALL, files=files,
+              md5=md5, data_dir=str(root / 'tfds'))
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+  """A tiny npm package in a manual dir, with OFFICIAL_MD5 patched to its files' md5s."""
+  package = prepare_tiny_cifar10(tmp_path_factory.mktemp('cifar10'))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(cifar10, 'OFFICIAL_MD5', package['md5'])
+    yield package
 
 
 @pytest.fixture(scope='module')
 def prepared(tiny):
   """TFDS's cifar10 builder prepared from the tiny package, once for the module."""
-  data_dir = tiny['root'] / 'tfds'
-  cifar10.prepare_builder(str(data_dir), str(tiny['manual']))
-  return dict(tiny, data_dir=str(data_dir))
+  return tiny
+
+
+def _at(step: int) -> Position:
+  """The data position after `step` batches of 20 (_config's batch size) of the 100 examples."""
+  return Position.at_step(step, 20, 100)
 
 
 def _config(prepared, **overrides):
@@ -278,22 +292,22 @@ def test_training_statistics_against_numpy(prepared):
   assert abs(stats.pca_eigenvectors[:, 0] @ axis) > 0.99
 
 
-def test_train_batches_are_a_function_of_seed_and_step(prepared):
+def test_train_batches_are_a_function_of_seed_and_position(prepared):
   config = _config(prepared, crop_padding=4, random_flip=True, pca_lighting=True)
   dataset = cifar10.create_dataset(config, 0, 1)
-  from_start = dataset.train_batches(0)
+  from_start = dataset.train_batches()
   batches = [next(from_start) for _ in range(8)]  # Crosses the epoch boundary (100 / 20 = 5).
-  resumed = dataset.train_batches(3)
+  resumed = dataset.train_batches(_at(3))
   for expected in batches[3:]:
     got = next(resumed)
     np.testing.assert_array_equal(got['image'], expected['image'])
     np.testing.assert_array_equal(got['label'], expected['label'])
   assert not np.array_equal(batches[0]['image'], batches[5]['image'])  # Epoch 1 is reshuffled.
   again = cifar10.create_dataset(config, 0, 1)  # Another instance, same seed: same batch.
-  np.testing.assert_array_equal(next(again.train_batches(2))['image'], batches[2]['image'])
+  np.testing.assert_array_equal(next(again.train_batches(_at(2)))['image'], batches[2]['image'])
   config.seed = 1
-  assert not np.array_equal(
-      next(cifar10.create_dataset(config, 0, 1).train_batches(2))['image'], batches[2]['image'])
+  other_seed = cifar10.create_dataset(config, 0, 1)
+  assert not np.array_equal(next(other_seed.train_batches(_at(2)))['image'], batches[2]['image'])
 
 
 def test_train_labels_belong_to_their_images(prepared):
@@ -301,7 +315,7 @@ def test_train_labels_belong_to_their_images(prepared):
   originals = _originals(prepared['files'], cifar10.TRAIN_FILES)
   train_images = np.concatenate([prepared['files'][n][0] for n in cifar10.TRAIN_FILES])
   mean = train_images.mean(axis=(0, 1, 2))
-  batches = dataset.train_batches(0)
+  batches = dataset.train_batches()
   restored = set()
   for _ in range(5):  # One epoch: every image once.
     batch = next(batches)
@@ -312,18 +326,47 @@ def test_train_labels_belong_to_their_images(prepared):
   assert len(restored) == 5 * PER_FILE
 
 
+def test_a_training_subset_is_trained_and_evaluated_alone(prepared):
+  """train_examples=40: an epoch is those 40 images (TFDS's order), the mean still that of all
+  100; eval_on_train adds the 'train' evaluation over exactly those images, unaugmented."""
+  config = _config(prepared, pixel_range=255.0, train_examples=40, eval_on_train=True,
+                   random_flip=True)
+  dataset = cifar10.create_dataset(config, 0, 1)
+  assert dataset.num_train_examples == 40 and set(dataset.eval_batches) == {'', 'train'}
+  images, labels = cifar10._load_split(cifar10.prepare_builder(prepared['data_dir'], None),
+                                       'train')
+  subset = {image.tobytes(): int(label) for image, label in zip(images[:40], labels[:40])}
+  mean = np.concatenate([prepared['files'][n][0] for n in cifar10.TRAIN_FILES]).mean(
+      axis=(0, 1, 2))
+  evaluated = {}
+  for batch in dataset.eval_batches['train']():
+    for image, label in zip(batch['image'][batch['mask']], batch['label'][batch['mask']]):
+      evaluated[np.round(image + mean).astype(np.uint8).tobytes()] = int(label)
+  assert evaluated == subset
+  trained = set()
+  batches = dataset.train_batches()
+  for _ in range(2):  # One epoch of 40 / 20.
+    for image in next(batches)['image']:
+      restored = np.round(image + mean).astype(np.uint8)
+      trained.add(restored.tobytes() if restored.tobytes() in subset
+                  else restored[:, ::-1].tobytes())  # Or its mirror image.
+  assert trained == set(subset)
+  with pytest.raises(UserError, match='train_examples=101 is more than the 100 training images'):
+    cifar10.create_dataset(_config(prepared, train_examples=101), 0, 1)
+
+
 def test_processes_get_disjoint_shares_of_each_augmented_batch(prepared):
   config = _config(prepared, crop_padding=4, random_flip=True, pca_lighting=True)
-  whole = next(cifar10.create_dataset(config, 0, 1).train_batches(4))
-  parts = [next(cifar10.create_dataset(config, i, 2).train_batches(4)) for i in range(2)]
+  whole = next(cifar10.create_dataset(config, 0, 1).train_batches(_at(4)))
+  parts = [next(cifar10.create_dataset(config, i, 2).train_batches(_at(4))) for i in range(2)]
   np.testing.assert_array_equal(np.concatenate([p['label'] for p in parts]), whole['label'])
   np.testing.assert_allclose(np.concatenate([p['image'] for p in parts]), whole['image'])
 
 
 def test_crops_and_flips_move_pixels_within_the_padding(prepared):
-  plain = next(cifar10.create_dataset(_config(prepared), 0, 1).train_batches(1))['image']
+  plain = next(cifar10.create_dataset(_config(prepared), 0, 1).train_batches(_at(1)))['image']
   moved = next(cifar10.create_dataset(
-      _config(prepared, crop_padding=4, random_flip=True), 0, 1).train_batches(1))['image']
+      _config(prepared, crop_padding=4, random_flip=True), 0, 1).train_batches(_at(1)))['image']
   found = 0
   for image, augmented in zip(plain, moved):
     for flip in (False, True):
@@ -346,7 +389,7 @@ def test_pca_lighting_uses_cifar10s_own_eigenvectors(prepared):
   train_images = np.concatenate([prepared['files'][n][0] for n in cifar10.TRAIN_FILES])
   stats = cifar10.compute_statistics(train_images)
   shifts = []
-  for plain_batch, lit_batch in zip(plain.train_batches(0), lit.train_batches(0)):
+  for plain_batch, lit_batch in zip(plain.train_batches(), lit.train_batches()):
     difference = lit_batch['image'] - plain_batch['image']
     np.testing.assert_allclose(difference, difference[:, :1, :1].repeat(32, 1).repeat(32, 2),
                                atol=1e-3)
@@ -359,7 +402,7 @@ def test_pca_lighting_uses_cifar10s_own_eigenvectors(prepared):
 
 def test_upscaling_and_preprocess_image(prepared):
   dataset = cifar10.create_dataset(_config(prepared, image_size=67), 0, 1)
-  assert next(dataset.train_batches(0))['image'].shape == (20, 67, 67, 3)
+  assert next(dataset.train_batches())['image'].shape == (20, 67, 67, 3)
   evaluated = np.concatenate([b['image'][b['mask']] for b in dataset.eval_batches['']()])
   assert evaluated.shape == (PER_FILE, 67, 67, 3)
   one = dataset.preprocess_image(prepared['files']['test_batch'][0][0])
@@ -382,3 +425,24 @@ def test_trains_from_the_tiny_package_end_to_end(prepared, tmp_path):
   config.input.pca_lighting = True
   train.train_and_evaluate(config, str(tmp_path / 'workdir'))
   assert (tmp_path / 'workdir' / 'checkpoints').is_dir()
+
+
+def test_config_lrn_alpha_on_unit_pixels_is_the_papers_on_raw_pixels():
+  """configs/cifar10.py: at He init, its net on pixels / 255 gives exactly 1/255 of the logits of
+  the same net with the paper's alpha = 1e-4 on raw pixels (its docstring's claim); with
+  alpha = 1e-4 on unit pixels LRN would be another function."""
+  import jax
+  from alexnet_jax import registry
+  from configs import cifar10 as cifar10_config
+  config = cifar10_config.get_config()
+  raw = jax.random.normal(jax.random.key(1), (2, 67, 67, 3)) * 60.0
+  params = registry.create_model(config.model, 10).init(jax.random.key(0), raw)['params']
+
+  def logits(alpha, images):
+    model = registry.create_model(dict(config.model, lrn_alpha=alpha), 10)
+    return np.asarray(model.apply({'params': params}, images))
+
+  paper = logits(1e-4, raw)
+  unit = logits(config.model.lrn_alpha, raw / 255.0)
+  np.testing.assert_allclose(unit * 255.0, paper, rtol=1e-4, atol=1e-4 * np.abs(paper).max())
+  assert not np.allclose(logits(1e-4, raw / 255.0) * 255.0, paper, rtol=0.05)

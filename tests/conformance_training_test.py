@@ -10,7 +10,7 @@ import ml_collections
 import optax
 import pytest
 
-from alexnet_jax import recipes, train
+from alexnet_jax import optim, recipes
 from alexnet_jax.conformance import rows, spec, training
 from configs import imagenet
 
@@ -104,6 +104,6 @@ def test_expected_rates_follow_the_first_whole_path_match():
 
 
 def test_train_module_builds_what_is_measured():
-  # The report measures train.create_optimizer's transform; it must keep the injected rate.
-  tx = train.create_optimizer(imagenet.get_config())
+  # The report measures optim.create_optimizer's transform; it must keep the injected rate.
+  tx = optim.create_optimizer(imagenet.get_config())
   assert 'learning_rate' in tx.init({'w': jnp.zeros(2)}).hyperparams

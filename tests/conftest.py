@@ -2,8 +2,12 @@
 
 import os
 
-# Several CPU devices for the sharding tests; must be set before JAX initialises its backend.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# 8 CPU devices for the sharding tests; must be set before JAX initialises its backend. Other
+# XLA flags already set are kept; a device count already set is replaced (the tests expect 8).
+FORCE_DEVICES = '--xla_force_host_platform_device_count'
+os.environ['XLA_FLAGS'] = ' '.join(
+    [flag for flag in os.environ.get('XLA_FLAGS', '').split()
+     if not flag.startswith(FORCE_DEVICES + '=')] + [f'{FORCE_DEVICES}=8'])
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # One persistent compilation cache for the session and every process it starts (they inherit the
 # environment): the tests compile the same tiny models many times, each subprocess from scratch.

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import fashion_mnist
+from alexnet_jax.data import Position, fashion_mnist
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
+
+NO_FLIPS = {'input.random_flip': False}  # Flips are drawn per step: compare the examples only.
 
 
 def _registered_sha256() -> dict[str, str]:
@@ -40,21 +42,38 @@ def test_missing_data_says_how_to_fix(tmp_path, monkeypatch):
     fashion_mnist.prepare_builder(str(tmp_path / 'tfds'))
 
 
-def test_train_order_is_a_function_of_the_step(mock_fashion_mnist):
+def test_train_order_is_a_function_of_the_position(mock_fashion_mnist):
   dataset = fashion_mnist.create_dataset(tiny_config(batch_size=8), 0, 1)
-  from_start = dataset.train_batches(0)
+  from_start = dataset.train_batches()
   batches = [next(from_start) for _ in range(15)]  # Crosses the epoch boundary (96 / 8 = 12).
-  resumed = dataset.train_batches(10)
+  resumed = dataset.train_batches(Position.at_step(10, 8, dataset.epoch_size))
   for expected in batches[10:]:
     got = next(resumed)
     np.testing.assert_array_equal(got['image'], expected['image'])
     np.testing.assert_array_equal(got['label'], expected['label'])
 
 
+def test_a_new_batch_size_continues_with_the_examples_not_yet_seen(mock_fashion_mnist):
+  """Batch 16 for 4 steps (64 of 96 examples), then batch 32: the last 32, then a new epoch."""
+  small = fashion_mnist.create_dataset(tiny_config(batch_size=16, **NO_FLIPS), 0, 1)
+  large = fashion_mnist.create_dataset(tiny_config(batch_size=32, **NO_FLIPS), 0, 1)
+  epoch0 = [next(batches) for batches in [small.train_batches()] for _ in range(6)]
+  epoch1 = [next(batches) for batches in [large.train_batches(Position(6, 96, 0, 96))]
+            for _ in range(3)]
+  position = Position.at_step(4, 16, small.epoch_size)
+  assert position == Position(step=4, examples=64, epoch=0, offset=64)
+  resumed = large.train_batches(position)
+  got = [next(resumed) for _ in range(4)]
+  np.testing.assert_array_equal(got[0]['label'], np.concatenate(
+      [b['label'] for b in epoch0[4:6]]))  # Examples 64-95 of epoch 0, at the new batch size.
+  for got_batch, expected in zip(got[1:], epoch1):  # Then epoch 1 from its start.
+    np.testing.assert_array_equal(got_batch['image'], expected['image'])
+
+
 def test_processes_get_disjoint_shares_of_each_batch(mock_fashion_mnist):
   config = tiny_config(batch_size=8)
-  whole = next(fashion_mnist.create_dataset(config, 0, 1).train_batches(0))
-  parts = [next(fashion_mnist.create_dataset(config, i, 2).train_batches(0)) for i in range(2)]
+  whole = next(fashion_mnist.create_dataset(config, 0, 1).train_batches())
+  parts = [next(fashion_mnist.create_dataset(config, i, 2).train_batches()) for i in range(2)]
   np.testing.assert_array_equal(np.concatenate([p['label'] for p in parts]), whole['label'])
   np.testing.assert_allclose(np.concatenate([p['image'] for p in parts]), whole['image'])
 

@@ -8,7 +8,7 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
-from alexnet_jax import finetune, train, trained_model
+from alexnet_jax import finetune, optim, train, trained_model
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 from tests.trained_helpers import MOCK_EXAMPLES, shared_tiny_workdir
@@ -31,7 +31,8 @@ def test_frozen_layers_get_no_update_and_the_rest_follow_the_optimizer():
   grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
   frozen_config = tiny_config()
   frozen_config.finetune = ml_collections.ConfigDict({'freeze': ('conv1',)})
-  frozen_tx, plain_tx = train.create_optimizer(frozen_config), train.create_optimizer(tiny_config())
+  frozen_tx = optim.create_optimizer(frozen_config)
+  plain_tx = optim.create_optimizer(tiny_config())
   frozen_state, plain_state = frozen_tx.init(params), plain_tx.init(params)
   frozen_params, plain_params = params, params
   for lr in (0.1, 0.01):  # The learning rate is still set through inject_hyperparams.
@@ -49,7 +50,7 @@ def test_freezing_an_unknown_layer_is_a_user_error():
   config = tiny_config()
   config.finetune = ml_collections.ConfigDict({'freeze': ('conv9',)})
   with pytest.raises(UserError, match='conv9'):
-    train.create_optimizer(config).init({'conv1': {'kernel': jnp.ones(2)}})
+    optim.create_optimizer(config).init({'conv1': {'kernel': jnp.ones(2)}})
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from alexnet_jax import metrics
-from alexnet_jax.data import create_dataset, fake_ilsvrc, imagenet, preprocessing
+from alexnet_jax.data import Position, create_dataset, fake_ilsvrc, imagenet, preprocessing
 from alexnet_jax.errors import UserError
 from configs import imagenet as imagenet_config
 
@@ -66,7 +66,7 @@ def test_real_builder_prepares_the_fake_tars_with_the_real_synsets(fake):
   assert dataset.image_shape == (19, 19, 3)
   label_of = {name: i for i, name in enumerate(dataset.class_names)}
   steps_per_epoch = dataset.num_train_examples // 8
-  epoch = _take(dataset.train_batches(0), steps_per_epoch)
+  epoch = _take(dataset.train_batches(), steps_per_epoch)
   assert all(b['image'].shape == (8, 19, 19, 3) and b['image'].dtype == np.float32 for b in epoch)
   assert all(b['label'].dtype == np.int32 and set(b) == {'image', 'label'} for b in epoch)
   # One epoch is every training image exactly once (32 images, 4 batches of 8).
@@ -77,9 +77,10 @@ def test_real_builder_prepares_the_fake_tars_with_the_real_synsets(fake):
 
 def test_resume_continues_the_exact_data_order_across_epochs(fake):
   _, _, dataset = fake
-  from_start = _take(dataset.train_batches(0), 10)  # 4 steps per epoch: crosses two epochs.
+  from_start = _take(dataset.train_batches(), 10)  # 4 steps per epoch: crosses two epochs.
   for start in (3, 4, 6):
-    resumed = _take(dataset.train_batches(start), 10 - start)
+    resumed = _take(dataset.train_batches(Position.at_step(start, 8, dataset.epoch_size)),
+                    10 - start)
     for a, b in zip(from_start[start:], resumed):
       np.testing.assert_array_equal(a['label'], b['label'])
       np.testing.assert_array_equal(a['image'], b['image'])
@@ -87,12 +88,27 @@ def test_resume_continues_the_exact_data_order_across_epochs(fake):
   assert not np.array_equal(from_start[0]['image'], from_start[4]['image'])
 
 
+def test_a_new_batch_size_continues_with_the_records_not_yet_seen(fake):
+  """One step of 8, then batch 16: records 8-23 of epoch 0, augmented as they would have been."""
+  root, _, dataset = fake
+  config = _config(root / 'data')
+  config.batch_size = 16
+  larger = create_dataset(config)
+  of_eight = _take(dataset.train_batches(), 5)  # 4 steps per epoch (32 images), then epoch 1.
+  of_sixteen = _take(larger.train_batches(Position.at_step(1, 8, dataset.epoch_size)), 2)
+  for key in ('label', 'image'):
+    np.testing.assert_array_equal(of_sixteen[0][key],
+                                  np.concatenate([of_eight[1][key], of_eight[2][key]]))
+  # Records 24-31 are fewer than a batch of 16: the next batch starts epoch 1.
+  np.testing.assert_array_equal(of_sixteen[1]['label'][:8], of_eight[4]['label'])
+
+
 def test_seed_changes_the_order(fake):
   root, _, dataset = fake
   config = _config(root / 'data')
   config.seed = 1
   other = create_dataset(config)
-  a, b = next(dataset.train_batches(0)), next(other.train_batches(0))
+  a, b = next(dataset.train_batches()), next(other.train_batches())
   assert not np.array_equal(a['image'], b['image'])
 
 
@@ -103,7 +119,7 @@ def test_processes_read_disjoint_halves_that_cover_the_split(fake):
     config = _config(root / 'data')
     config.eval_batch_size = 2
     shard = create_dataset(config, process_index, process_count=2)
-    epoch = _take(shard.train_batches(0), shard.num_train_examples // 8)
+    epoch = _take(shard.train_batches(), shard.num_train_examples // 8)
     assert epoch[0]['image'].shape == (4, 19, 19, 3)
     train_labels += np.concatenate([b['label'] for b in epoch]).tolist()
     for batch in shard.eval_batches['']():
@@ -164,7 +180,7 @@ def test_per_channel_mean_and_random_resized_crop_options(fake):
   for overrides in ({'mean_subtraction': 'per_channel'},
                     {'augmentation': 'random_resized_crop', 'pca_lighting': False}):
     dataset = create_dataset(_config(root / 'data', **overrides))
-    batch = next(dataset.train_batches(0))
+    batch = next(dataset.train_batches())
     assert batch['image'].shape == (8, 19, 19, 3)
     assert np.isfinite(batch['image']).all()
   center_only = create_dataset(_config(root / 'data', eval_crops='center'))
@@ -175,7 +191,7 @@ def test_corrupt_jpegs_are_replaced_or_masked_and_counted(corrupt):
   dataset = create_dataset(_config(corrupt / 'data', corrupt / 'manual'))
   steps_per_epoch = dataset.num_train_examples // 8
   seen = 0
-  batches = dataset.train_batches(0)
+  batches = dataset.train_batches()
   for step in range(2 * steps_per_epoch):
     batch = next(batches)
     count = dataset.corrupt_image_counts().get('train', 0)
@@ -188,8 +204,8 @@ def test_corrupt_jpegs_are_replaced_or_masked_and_counted(corrupt):
   assert masks.sum() == NUM_VAL - 1
   list(dataset.eval_batches['ten_crop']())
   assert dataset.corrupt_image_counts() == {'train': 2, 'eval': 1, 'eval_ten_crop': 1}
-  resumed = next(dataset.train_batches(3))
-  np.testing.assert_array_equal(resumed['label'], _take(dataset.train_batches(0), 4)[3]['label'])
+  resumed = next(dataset.train_batches(Position.at_step(3, 8, dataset.epoch_size)))
+  np.testing.assert_array_equal(resumed['label'], _take(dataset.train_batches(), 4)[3]['label'])
 
 
 def test_missing_manual_dir_or_tars_name_the_files_and_where_to_get_them(tmp_path):

@@ -201,3 +201,50 @@ def test_num_classes_and_input_size():
   for size in (67, 99):
     params = _init(model, size, channels=1)
     assert model.apply({'params': params}, jnp.zeros((2, size, size, 1))).shape == (2, 3)
+
+
+def _dense_calls(model, params, x, train):
+  """{layer: (its input towers, its output)} of fc6, fc7 and fc8 in one forward pass."""
+  calls = {}
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.method_name == '__call__' and context.module.name in ('fc6', 'fc7', 'fc8'):
+      calls[context.module.name] = (args[0], out)
+    return out
+
+  with flax.linen.intercept_methods(record):
+    model.apply({'params': params}, x, train=train, rngs={'dropout': jax.random.key(5)})
+  return calls
+
+
+# Which layers' inputs dropout touches at rate 0.5 (docs/paper.md, "Dropout (§4.2)"): the paper
+# drops fc6's and fc7's outputs, i.e. the inputs of fc7 and fc8; torchvision drops the inputs of fc6
+# and fc7. The nearest wrong models (no dropout after fc7, or one layer off) fail here.
+@pytest.mark.parametrize('placement,dropped_inputs', [('after', {'fc7', 'fc8'}),
+                                                      ('before', {'fc6', 'fc7'})])
+def test_dropout_masks_exactly_the_inputs_of_the_right_layers(placement, dropped_inputs):
+  model = models.AlexNet(**SMALL, dropout_placement=placement)
+  x = jax.random.normal(jax.random.key(3), (8, 67, 67, 3))
+  params = _init(model, 67)
+  clean = _dense_calls(model, params, x, train=False)
+  dropped = _dense_calls(model, params, x, train=True)
+  previous = {'fc7': 'fc6', 'fc8': 'fc7'}
+  for layer in ('fc6', 'fc7', 'fc8'):
+    # What the layer would read without dropout: the ReLU of the previous layer's output (its
+    # towers side by side), or conv5's pooled features for fc6 (the eval pass's input).
+    if layer == 'fc6':
+      undropped = np.concatenate([np.asarray(t) for t in clean['fc6'][0]], -1)
+    else:
+      undropped = np.maximum(np.concatenate([np.asarray(t) for t in dropped[previous[layer]][1]],
+                                            -1), 0)
+    got = np.concatenate([np.asarray(t) for t in dropped[layer][0]], -1)
+    if layer not in dropped_inputs:
+      np.testing.assert_allclose(got, undropped, rtol=1e-6, err_msg=f'{placement}: {layer} input')
+      continue
+    # Inverted dropout at rate 0.5: each unit is either 0 or twice its value, about half are 0.
+    live = undropped != 0
+    kept = np.isclose(got, 2 * undropped, rtol=1e-5, atol=1e-6)
+    assert np.all(kept | (got == 0)), f'{placement}: {layer} input is not 0 or 2x'
+    fraction = 1 - kept[live].mean()
+    assert 0.4 < fraction < 0.6, f'{placement}: {layer} input dropped {fraction:.2f}, not 0.5'

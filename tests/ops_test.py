@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import onednn, ops, parallel, registry
+from alexnet_jax import models, onednn, ops, parallel, registry
 from alexnet_jax.errors import UserError
 from configs import default, imagenet
 from tests.conftest import tiny_config
@@ -246,3 +246,33 @@ def test_cpu_flags_are_read_from_linux():
   if platform.system() == 'Linux' and platform.machine() == 'x86_64':
     assert {'fpu', 'sse2'} <= flags
   assert isinstance(flags, frozenset)
+
+
+def _lrn_by_hand(x, n, k=2.0, alpha=1e-4, beta=0.75):
+  """§3.3 in numpy, loops over channels: a_i / (k + alpha sum_{max(0,i-n/2)}^{min(N-1,i+n/2)} a_j^2)^beta."""
+  channels = x.shape[-1]
+  out = np.empty_like(x, dtype=np.float64)
+  for i in range(channels):
+    window = range(max(0, i - n // 2), min(channels - 1, i + n // 2) + 1)
+    total = sum(np.float64(x[..., j]) ** 2 for j in window)
+    out[..., i] = x[..., i] / (k + alpha * total) ** beta
+  return out
+
+
+@pytest.mark.parametrize('lrn', ['reference_lrn', 'fused_lrn', 'layout_cpu', 'layout_xla',
+                                 'model_default'])
+def test_lrn_window_is_five_channels(lrn):
+  # Large inputs, so that two more channels in the window (n=7 instead of the paper's 5) change
+  # every output by far more than the tolerance.
+  x = np.random.default_rng(3).normal(size=(2, 3, 3, 16)).astype(np.float32) * 100
+  paper = dict(k=2.0, n=5, alpha=1e-4, beta=0.75)
+  fn = {'reference_lrn': lambda v: ops.reference_lrn(v, **paper),
+        'fused_lrn': lambda v: ops.fused_lrn(v, *paper.values()),
+        'layout_cpu': lambda v: parallel.Layout(kernels='cpu').lrn(v, *paper.values()),
+        'layout_xla': lambda v: parallel.Layout(kernels='xla').lrn(v, *paper.values()),
+        # The model's own defaults (config.model.lrn_*), which must be the paper's.
+        'model_default': lambda v: models.AlexNet()._lrn((v,))[0]}[lrn]
+  got = np.asarray(fn(jnp.asarray(x)))
+  np.testing.assert_allclose(got, _lrn_by_hand(x, 5), rtol=1e-5)
+  assert not np.allclose(got, _lrn_by_hand(x, 7), rtol=1e-3)  # The nearest wrong window.
+  assert not np.allclose(got, _lrn_by_hand(x, 3), rtol=1e-3)

@@ -1,6 +1,7 @@
 """The mesh layouts: the same numbers on every mesh, communication where the paper put it, errors.
 
-Runs on the 8 CPU devices conftest forces. Tolerances are fp32: one device and a mesh sum the same
+Runs on the 8 CPU devices conftest forces; the forward and gradient checks run on both kernels
+(config.kernels cpu and xla). Tolerances are fp32: one device and a mesh sum the same
 products in a different order (gradient all-reduces, the split fc8 sum), so they agree to about
 1e-6 relative; we allow rtol=1e-4 and atol=1e-5 (gradients) / 1e-5 (losses).
 """
@@ -18,7 +19,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import communication, metrics, onednn, parallel, registry, train
+from alexnet_jax import communication, metrics, onednn, optim, parallel, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -64,13 +65,14 @@ def _loss_and_grads(model, mesh, strategy, params, batch):
 
 
 @pytest.mark.accelerator
+@pytest.mark.parametrize('kernels', ['cpu', 'xla'])  # Both of config.kernels' computations.
 @pytest.mark.parametrize('model_overrides', [
     {},  # The paper's model: per-tower LRN, dropout after fc6/fc7.
     {'lrn_scope': 'across_towers', 'dropout_placement': 'before'},  # Caffe LRN, torchvision.
 ])
-def test_forward_and_gradients_agree_across_meshes(model_overrides):
+def test_forward_and_gradients_agree_across_meshes(model_overrides, kernels):
   config = tiny_config(**{f'model.{k}': v for k, v in model_overrides.items()})
-  model = registry.create_model(config.model)
+  model = registry.create_model(config.model, layout=parallel.Layout(kernels=kernels))
   batch = _batch()
   params = model.init(jax.random.key(0), batch['image'][:1])['params']
   ref_loss, ref_logits, ref_grads = _loss_and_grads(model, _mesh(1, 1, 'towers'), 'towers',
@@ -95,7 +97,7 @@ def trained():
     pytest.skip(f'needs 8 devices, {jax.device_count()} here')
   config = tiny_config()
   model = registry.create_model(config.model)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   init = lambda key: train.create_train_state(model, tx, key, IMAGE_SHAPE)
   batches = [_batch(16, seed) for seed in range(3)]
   runs = {}
@@ -107,12 +109,14 @@ def trained():
     step, _ = train.create_step_fns(model, tx, mesh, strategy, shardings)
     args = (np.float32(0.01), jax.random.key(3))
     compiled = step.lower(state, batches[0], *args).compile()
+    initial_params = jax.device_get(state.params)
     losses = []
     for batch in batches:
       state, sums = compiled(state, jax.device_put(batch, parallel.batch_sharding(mesh)), *args)
       losses.append(float(sums['loss'] / sums['count']))
     runs[(data, model_axis, strategy)] = {'losses': losses, 'state': state, 'mesh': mesh,
-                                          'hlo': compiled.as_text()}
+                                          'hlo': compiled.as_text(),
+                                          'initial_params': initial_params}
   return runs
 
 
@@ -126,7 +130,13 @@ def test_training_losses_agree_across_meshes(trained):
     for got, expected in zip(jax.tree.leaves(jax.device_get(trained[layout]['state'].params)),
                              jax.tree.leaves(ref_params)):
       np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6, err_msg=str(layout))
-  assert reference['losses'][0] != reference['losses'][1]  # The steps really changed something.
+  # The steps really changed something: every parameter of every layout moved from its initial
+  # value (else the agreement above would hold with no updates at all).
+  for layout, run in trained.items():
+    final = jax.device_get(run['state'].params)
+    for (path, before), after in zip(jax.tree_util.tree_leaves_with_path(run['initial_params']),
+                                     jax.tree.leaves(final)):
+      assert not np.allclose(before, after, rtol=0, atol=1e-7), (layout, jax.tree_util.keystr(path))
 
 
 @pytest.mark.accelerator

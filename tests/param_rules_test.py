@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import checkpoint, param_rules, train
+from alexnet_jax import checkpoint, optim, param_rules, train
 from alexnet_jax.errors import UserError
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 0.05  # A large decay, so that a wrong multiplier shows.
@@ -38,7 +38,7 @@ def _grads(step):
 
 def _run(config, steps=len(LEARNING_RATES), tx=None, params=None, state=None, first=0):
   """Steps with the learning rate injected as the trainer does; returns (params, state)."""
-  tx = tx or train.create_optimizer(config)
+  tx = tx or optim.create_optimizer(config)
   params = _params() if params is None else params
   state = tx.init(params) if state is None else state
   for step in range(first, steps):
@@ -127,7 +127,7 @@ def test_state_has_the_structure_of_the_optimizer_without_rules():
   # Checkpoints written before param_rules existed hold this structure: they must still restore.
   params = _params()
   for form in ('paper_sgd', 'optax_sgd'):
-    with_rules = train.create_optimizer(_config(form, CAFFE_BIASES)).init(params)
+    with_rules = optim.create_optimizer(_config(form, CAFFE_BIASES)).init(params)
     old = {'paper_sgd': lambda learning_rate: optax.chain(
                optax.add_decayed_weights(WEIGHT_DECAY), optax.scale_by_learning_rate(learning_rate),
                optax.trace(decay=MOMENTUM)),
@@ -141,7 +141,7 @@ def test_state_has_the_structure_of_the_optimizer_without_rules():
 @pytest.mark.parametrize('form', ['paper_sgd', 'optax_sgd'])
 def test_resuming_from_a_checkpoint_continues_the_same_updates(form, tmp_path):
   config = _config(form, CAFFE_BIASES)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   params, state = _run(config, steps=2, tx=tx)
   ckpt = checkpoint.Checkpointer(str(tmp_path))
   ckpt.save(2, train.TrainState(jnp.asarray(2), params, state), {'step': 2}, {})
@@ -161,7 +161,7 @@ def test_resuming_from_a_checkpoint_continues_the_same_updates(form, tmp_path):
 ])
 def test_bad_rules_are_user_errors(rules, message):
   with pytest.raises(UserError, match=message):
-    train.create_optimizer(_config('paper_sgd', rules)).init(_params())
+    optim.create_optimizer(_config('paper_sgd', rules)).init(_params())
 
 
 def test_rules_read_back_from_config_json_lists():

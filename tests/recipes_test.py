@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import recipes, registry, train, trained_model
+from alexnet_jax import optim, recipes, registry, trained_model
 
 RECIPES = list(recipes.RECIPES)
 # What every recipe must say, so that none can silently leave a setting at another's value.
@@ -92,7 +92,7 @@ def test_learning_rate_schedules(recipe, steps_per_epoch, points):
   config = _config(recipe)
   total = (config.num_train_steps if config.num_train_steps > 0
            else config.num_epochs * steps_per_epoch)
-  schedule = train.base_learning_rate_fn(config, steps_per_epoch, total)
+  schedule = optim.base_learning_rate_fn(config, steps_per_epoch, total)
   for step, expected in points.items():
     np.testing.assert_allclose(float(schedule(step)), expected, rtol=3e-3, err_msg=str(step))
 

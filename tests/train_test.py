@@ -1,64 +1,130 @@
-"""The trainer: optimizer maths, plateau schedule, learning, exact resume, metrics files."""
+"""The trainer: its units (NaN policy, progress report, evaluator), learning, exact resume, metrics."""
 
 import json
+import logging
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from alexnet_jax import metrics, registry, train
+from alexnet_jax import data, metrics, optim, parallel, preemption, registry, train
+from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
 
-def _sgd_run(optimizer, learning_rates, grads, w0, momentum=0.9, weight_decay=5e-4):
-  config = tiny_config(optimizer=optimizer, momentum=momentum, weight_decay=weight_decay)
-  tx = train.create_optimizer(config)
-  params = jnp.asarray(w0)
-  state = tx.init(params)
-  for lr, g in zip(learning_rates, grads):
-    state.hyperparams['learning_rate'] = lr
-    updates, state = tx.update(jnp.asarray(g), state, params)
-    params = optax.apply_updates(params, updates)
-  return np.asarray(params)
+class _Writer:
+  """A metric writer that keeps the rows."""
+
+  def __init__(self):
+    self.rows = []
+
+  def write_scalars(self, step, scalars):
+    self.rows.append((step, dict(scalars)))
 
 
-def test_paper_and_optax_sgd_follow_their_formulas():
-  rng = np.random.default_rng(0)
-  w0 = rng.normal(size=3).astype(np.float32)
-  grads = rng.normal(size=(4, 3)).astype(np.float32)
-  lrs = [0.1, 0.1, 0.01, 0.01]  # The two forms differ once the learning rate changes.
-  w, v = w0.copy(), np.zeros(3, np.float32)
-  for lr, g in zip(lrs, grads):  # §5: v <- 0.9 v - 0.0005 lr w - lr g; w <- w + v.
-    v = 0.9 * v - 5e-4 * lr * w - lr * g
-    w = w + v
-  np.testing.assert_allclose(_sgd_run('paper_sgd', lrs, grads, w0), w, rtol=1e-5)
-  w, v = w0.copy(), np.zeros(3, np.float32)
-  for lr, g in zip(lrs, grads):  # optax / PyTorch: v <- 0.9 v + g + wd w; w <- w - lr v.
-    v = 0.9 * v + g + 5e-4 * w
-    w = w - lr * v
-  np.testing.assert_allclose(_sgd_run('optax_sgd', lrs, grads, w0), w, rtol=1e-5)
-  assert not np.allclose(_sgd_run('paper_sgd', lrs, grads, w0), w)
+class _Checkpointer:
+  directory = '/w/checkpoints'
+
+  def __init__(self, newest):
+    self.newest, self.waited = newest, False
+
+  def wait_until_finished(self):
+    self.waited = True
+
+  def latest_step(self):
+    return self.newest
 
 
-def test_plateau_divides_by_ten_at_most_three_times():
-  plateau = train.Plateau(patience=2, min_delta=0.01, max_reductions=3)
-  errors = [0.5, 0.4, 0.395, 0.41, 0.3, 0.3, 0.3] + [0.3] * 10
-  reductions = [plateau.update(e) for e in errors]
-  assert reductions[:7] == [False, False, False, True, False, False, True]
-  assert plateau.reductions == 3 and plateau.factor == pytest.approx(1e-3)
-  restored = train.Plateau(2, 0.01, 3)
-  restored.load_json(json.loads(json.dumps(plateau.to_json())))
-  assert restored == plateau
+def _sums(count=16, nonfinite=0, first=train.NO_NONFINITE_STEP):
+  return {'loss': 2.0 * count, 'top1_error': 0.5 * count, 'top5_error': 0.25 * count,
+          'count': count, 'nonfinite_steps': nonfinite, 'first_nonfinite_step': first}
 
 
-def test_step_schedule_drops_at_epoch_boundaries():
-  config = tiny_config(lr_schedule='step', learning_rate=0.01, lr_step_epochs=(1, 2))
-  lr = train.base_learning_rate_fn(config, steps_per_epoch=10, total_steps=30)
-  np.testing.assert_allclose([lr(0), lr(9), lr(10), lr(19), lr(20)],
-                             [0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-6)
+def _dataset(**fields):
+  values = dict(num_classes=10, image_shape=(8, 8, 1), num_train_examples=96, num_eval_examples=8,
+                class_names=(), train_batches=None, eval_batches={})
+  values.update(fields)
+  return data.Dataset(**values)
+
+
+def test_nan_policy_stop_names_the_step_and_the_intact_checkpoint():
+  ckpt = _Checkpointer(newest=12)
+  assert train.NanPolicy('stop', ckpt).check(_sums()) == 0
+  with pytest.raises(UserError, match=r'^non-finite loss, gradients or parameters at step 14; '
+                     r'training stopped without applying it \(the newest checkpoint, step 12 in '
+                     r'/w/checkpoints, is intact\)\. Lower config.learning_rate'):
+    train.NanPolicy('stop', ckpt).check(_sums(0, nonfinite=2, first=14))
+  assert ckpt.waited  # A save in flight finished first: it holds a finite state.
+  assert train.NanPolicy('skip', ckpt).check(_sums(0, nonfinite=2, first=14)) == 2
+
+
+def test_progress_report_counts_training_time_only(caplog):
+  now = [100.0]
+  writer = _Writer()
+  dataset = _dataset(corrupt_image_counts=lambda: {'train': 3})
+  report = train.ProgressReport(writer, dataset, train.NanPolicy('skip', _Checkpointer(None)),
+                                batch_size=16, start_step=20, total_steps=50,
+                                clock=lambda: now[0])
+  now[0] += 4.0  # 4 s of training...
+  with report.paused():
+    now[0] += 30.0  # ...30 s of evaluation, not counted...
+  now[0] += 6.0  # ...6 s more: 10 steps of 16 images in 10 s.
+  with caplog.at_level(logging.INFO):
+    report(30, _sums(count=160), np.float32(0.01))
+  step, row = writer.rows[0]
+  assert step == 30 and row['train/images_per_sec'] == 16.0
+  assert row['input/corrupt_images_train'] == 3 and row['train/skipped_steps'] == 0
+  assert row['train/loss'] == 2.0 and row['train/learning_rate'] == pytest.approx(0.01)
+  # 20 steps left at 1 s each.
+  assert caplog.records[-1].getMessage() == ('step 30/50 | loss 2.0000 | top1_err 0.5000 | '
+                                             'lr 0.01 | 16 img/s | ETA 0m20s')
+  assert train.format_duration(3 * 3600 + 5 * 60 + 7) == '3h05m'
+
+
+def _evaluator(plateau, writer, batches):
+  mesh = parallel.create_mesh(tiny_config().mesh, towers=1)  # 8 data shards of a batch of 8.
+  eval_fn = lambda params, batch: {'loss': jnp.sum(batch['label'] * 1.0),
+                                   'top1_error': jnp.sum(batch['label'] * params),
+                                   'top5_error': jnp.float32(0), 'count': jnp.float32(
+                                       batch['label'].shape[0])}
+  return train.Evaluator(_dataset(eval_batches={'': batches}), eval_fn, mesh, -1, writer,
+                         plateau, 'plateau')
+
+
+def test_evaluator_records_feeds_the_plateau_and_gives_way_to_a_signal():
+  batches = lambda: iter([{'label': np.ones(8, np.float32)}, {'label': np.zeros(8, np.float32)}])
+  writer, plateau = _Writer(), optim.Plateau(patience=1, min_delta=0.0, max_reductions=3)
+  evaluate = _evaluator(plateau, writer, batches)
+  stop = preemption.StopRequest()
+  assert evaluate(jnp.float32(0.5), 6, stop) == {'eval/loss': 0.5, 'eval/top1_error': 0.25,
+                                                  'eval/top5_error': 0.0}
+  assert writer.rows == [(6, {'eval/loss': 0.5, 'eval/top1_error': 0.25, 'eval/top5_error': 0.0})]
+  evaluate(jnp.float32(0.5), 12, stop)  # No improvement: the learning rate is divided by 10.
+  assert plateau.reductions == 1
+  stop.signal_name = 'SIGTERM'  # As the signal handler sets it.
+  assert evaluate(jnp.float32(0.5), 18, stop) is None and len(writer.rows) == 2
+
+
+def test_top1_and_top5_differ_where_the_label_ranks_between():
+  # Labels ranked 1st, 3rd, 5th, 6th and 7th of 7 classes: top-1 misses four, top-5 two. Top-5
+  # computed with any k but 5 (k=1: the top-1 count) gives another count.
+  logits = jnp.array([[0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]] * 5)
+  labels = jnp.array([0, 2, 4, 5, 6])
+  sums = metrics.classification_sums(logits, labels)
+  assert (float(sums['top1_error']), float(sums['top5_error'])) == (4.0, 2.0)
+  by_k = [float(jnp.sum(metrics.top_k_error_count(logits, labels, k))) for k in range(1, 8)]
+  assert by_k == [4.0, 4.0, 3.0, 3.0, 2.0, 1.0, 0.0]
+
+
+def test_crops_vote_by_their_mean_probability():
+  # Two crops of one image: the mean of the softmaxes ranks class 1 first (0.48 vs 0.27); the
+  # nearest wrong readings, the mean of the logits and the first crop alone, rank class 0 first.
+  crops = jnp.array([[[6.0, 0.0, 5.9], [0.0, 4.0, 0.0]]])  # [batch 1, 2 crops, 3 classes].
+  sums = metrics.classification_sums(crops, jnp.array([1]))
+  assert float(sums['top1_error']) == 0.0
+  assert int(jnp.argmax(crops.mean(axis=1))) == 0 and int(jnp.argmax(crops[0, 0])) == 0
 
 
 def test_top_k_errors_against_hand_checked_case():
@@ -81,7 +147,7 @@ def test_top_k_errors_against_hand_checked_case():
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch():
   config = tiny_config()
   model = registry.create_model(config.model)
-  tx = train.create_optimizer(config)
+  tx = optim.create_optimizer(config)
   state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
   batch = {'image': jax.random.normal(jax.random.key(1), (8, 67, 67, 1)),
            'label': jnp.arange(8) % 10}
@@ -125,3 +191,48 @@ def test_metrics_files(tmp_path, mock_fashion_mnist):
   assert {'train/learning_rate', 'train/images_per_sec', 'train/top1_error'} <= set(train_rows[0])
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
   assert json.load(open(os.path.join(workdir, 'config.json')))['batch_size'] == 16
+
+
+def test_reached_train_error_only_at_or_below_a_positive_target():
+  assert train.reached_train_error({'train/top1_error': 0.25}, 0.25, 1)
+  assert not train.reached_train_error({'train/top1_error': 0.2501}, 0.25, 1)
+  assert not train.reached_train_error({'train/top1_error': 0.0}, 0.0, 1)  # 0: the stop is off.
+  assert not train.reached_train_error({}, 0.25, 1)  # An interval without examples.
+
+
+@pytest.mark.slow
+def test_training_stops_at_the_target_train_error(tmp_path, mock_fashion_mnist):
+  """The first logged interval at or below the target ends training, evaluated and saved."""
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config(stop_at_train_error=1.0), workdir)  # Any error is <= 1.
+  rows = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  assert [r['step'] for r in rows if 'train/loss' in r] == [1]
+  assert [r['step'] for r in rows if 'eval/loss' in r] == [1]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1']
+
+
+def _learning_rates(workdir):
+  rows = metrics.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+  return {step: row['train/learning_rate'] for step, row in rows.items()
+          if 'train/learning_rate' in row}
+
+
+@pytest.mark.slow
+def test_a_resumed_plateau_schedule_keeps_its_state(tmp_path, mock_fashion_mnist):
+  # An evaluation after every step, none of which improves by min_delta=1: with patience 2 the
+  # rate is divided by 10 after the 3rd and 5th evaluations. The checkpoint at step 4 holds all
+  # three parts of the plateau state (best error, 1 evaluation without improvement, 1 reduction);
+  # losing any of them moves the second reduction (or undoes the first).
+  plateau = lambda steps: tiny_config(num_train_steps=steps, lr_schedule='plateau',
+                                      learning_rate=0.01, eval_every_steps=1, plateau_patience=2,
+                                      plateau_min_delta=1.0, plateau_max_reductions=3)
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  train.train_and_evaluate(plateau(6), straight)
+  expected = _learning_rates(straight)
+  np.testing.assert_allclose([expected[s] for s in range(1, 7)],
+                             [0.01, 0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-6)
+  train.train_and_evaluate(plateau(4), resumed)
+  assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == ['3', '4']
+  train.train_and_evaluate(plateau(6), resumed)
+  assert _learning_rates(resumed) == expected
+  assert _losses(resumed) == _losses(straight)

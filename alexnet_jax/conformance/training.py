@@ -1,6 +1,6 @@
 """The training recipe beside a source's: the optimizer measured, the rest read from the config.
 
-The optimizer is the one the trainer builds (`train.create_optimizer(config)`), run on a tiny
+The optimizer is the one the trainer builds (`optim.create_optimizer(config)`), run on a tiny
 tree with the model's parameter paths (every leaf kept at its rank, 1-2 elements per axis): from
 zero parameters a gradient step gives each leaf's learning rate, from unit parameters and zero
 gradients its weight decay, a second step the momentum, and a step with the learning rate cut
@@ -101,9 +101,9 @@ def expected_rates(spec: ModelSpec, paths: list[str]) -> dict[str, tuple[float, 
 def optimizer_rows(config: ml_collections.ConfigDict, abstract_params: Any, spec: ModelSpec,
                    make_row: Callable) -> list:
   """weights / biases learning rate and weight decay, momentum and update form."""
-  from alexnet_jax import train  # pylint: disable=import-outside-toplevel  # Heavy; only here.
+  from alexnet_jax import optim  # pylint: disable=import-outside-toplevel  # Heavy; only here.
   try:
-    rates = measure_optimizer(train.create_optimizer(config), abstract_params)
+    rates = measure_optimizer(optim.create_optimizer(config), abstract_params)
   except ValueError as e:
     return [make_row('optimizer', 'update', 'sgd', f'not measurable: {e}', False)]
   expected = expected_rates(spec, list(rates))

@@ -3,7 +3,8 @@
 Every pipeline yields host-local numpy batches: {'image': float32 [B, H, W, C], 'label': int32 [B]}
 for training, plus 'mask' (bool [B], False on padding) for evaluation. An evaluation image batch may
 carry a crop axis, [B, crops, H, W, C]: the trainer averages the softmax over the crops.
-Training data order is a pure function of (seed, step), so resuming at step N continues exactly.
+Training data order is a pure function of (seed, `Position`), so a resumed run continues exactly,
+also at another batch size.
 """
 
 import dataclasses
@@ -18,14 +19,86 @@ Batch = dict[str, np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
+class Position:
+  """Where training stands in the data; saved with every checkpoint (its 'input' item).
+
+  `step` batches and `examples` examples were trained so far (examples = step x batch size,
+  unless a resumed run changed the batch size); the next batch starts at example `offset` of
+  epoch `epoch`'s order. An epoch's order holds `epoch_size` examples and a batch never wraps
+  around it: when fewer than a batch are left, the batch starts the next epoch (the tail is
+  dropped; the order, so the tail, is different each epoch).
+  """
+  step: int = 0
+  examples: int = 0
+  epoch: int = 0
+  offset: int = 0
+
+  def batch_start(self, batch_size: int, epoch_size: int) -> tuple[int, int]:
+    """(epoch, offset) of the next batch of `batch_size`."""
+    if self.offset + batch_size > epoch_size:
+      return self.epoch + 1, 0
+    return self.epoch, self.offset
+
+  def after_batch(self, batch_size: int, epoch_size: int) -> 'Position':
+    epoch, offset = self.batch_start(batch_size, epoch_size)
+    return Position(self.step + 1, self.examples + batch_size, epoch, offset + batch_size)
+
+  @classmethod
+  def at_step(cls, step: int, batch_size: int, epoch_size: int) -> 'Position':
+    """The position after `step` batches of one size: `after_batch` applied `step` times."""
+    if step == 0:
+      return cls()
+    epoch, index = divmod(step - 1, epoch_size // batch_size)
+    return cls(step, step * batch_size, epoch, (index + 1) * batch_size)
+
+
+def shuffled_epochs(num_examples: int, global_batch: int, seed: int,
+                    start: Position) -> Iterator[tuple[np.ndarray, int]]:
+  """(example indices, step) of each global batch from `start` on, for a split held in memory.
+
+  Epoch e's order is the permutation of the examples seeded by (seed, e); batches follow
+  `Position.batch_start`, so they depend on the position, not on the batch sizes that led there.
+  """
+  position, permutation, permutation_epoch = start, None, -1
+  while True:
+    epoch, offset = position.batch_start(global_batch, num_examples)
+    if epoch != permutation_epoch:
+      permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
+      permutation_epoch = epoch
+    yield permutation[offset:offset + global_batch], position.step
+    position = position.after_batch(global_batch, num_examples)
+
+
+def padded_eval_batches(images: np.ndarray, labels: np.ndarray, eval_batch_size: int,
+                        process_index: int, process_count: int,
+                        preprocess: Callable[[np.ndarray], np.ndarray]) -> Iterator[Batch]:
+  """This process's share of each evaluation batch of a split held in memory, in order.
+
+  `images` uint8 [N, H, W, C], `labels` int [N]; `eval_batch_size` is global (a multiple of
+  `process_count`). The last batch is padded with zero images whose `mask` is False, so every
+  batch has the same shape and padding is never counted. Yields {'image': preprocess(uint8
+  [local batch, H, W, C]), 'label', 'mask'}.
+  """
+  local_eval = eval_batch_size // process_count
+  for start in range(0, len(images), eval_batch_size):
+    first = start + process_index * local_eval
+    chunk, chunk_labels = images[first:first + local_eval], labels[first:first + local_eval]
+    pad = local_eval - len(chunk)
+    yield {'image': preprocess(np.concatenate([chunk, np.zeros((pad,) + images.shape[1:],
+                                                               images.dtype)])),
+           'label': np.concatenate([chunk_labels, np.zeros((pad,), labels.dtype)]),
+           'mask': np.arange(local_eval) < len(chunk)}
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
   num_classes: int
   image_shape: tuple[int, int, int]  # (H, W, C) as the model sees it.
   num_train_examples: int
   num_eval_examples: int
   class_names: tuple[str, ...]
-  # start_step -> an endless iterator of training batches, continuing the data order at that step.
-  train_batches: Callable[[int], Iterator[Batch]]
+  # A Position -> an endless iterator of training batches of config.batch_size from there on.
+  train_batches: Callable[[Position], Iterator[Batch]]
   # Named evaluations over the evaluation split; '' is the main one (metrics under 'eval/').
   eval_batches: dict[str, Callable[[], Iterator[Batch]]]
   # Images of this process that failed to decode so far, by pipeline ('train', 'eval', ...):
@@ -34,6 +107,13 @@ class Dataset:
   # One decoded uint8 image [H, W, C] of any size -> the evaluation input [crops, H, W, C], with
   # the same preprocessing as `eval_batches` (used by alexnet_jax.predict); None if not offered.
   preprocess_image: Callable[[np.ndarray], np.ndarray] | None = None
+  # Examples one epoch's training order holds, over all processes (Position.batch_start); 0:
+  # num_train_examples. Differs where processes read equal shares of an uneven split.
+  train_epoch_size: int = 0
+
+  @property
+  def epoch_size(self) -> int:
+    return self.train_epoch_size or self.num_train_examples
 
 
 @dataclasses.dataclass(frozen=True)

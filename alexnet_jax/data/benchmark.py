@@ -38,7 +38,7 @@ def pipeline_images_per_second(config: ml_collections.ConfigDict, workdir: pathl
   config.input.mean_num_images = 256
   config.input.augmentation = augmentation
   dataset = create_dataset(config)
-  iterator = dataset.train_batches(0)
+  iterator = dataset.train_batches()
   next(iterator)  # Warm-up: graph tracing and the first shuffle-buffer fill.
   rates, start = [], time.perf_counter()
   for _ in range(batches):

