@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alexnet_jax.parallel import Layout
+from alexnet_jax.parallel import DTYPES, Layout
 
 Array = jax.Array
 Towers = tuple[Array, ...]  # One activation per tower held on this device.
@@ -31,7 +31,6 @@ POOLINGS = {'overlapping': (3, 2), 'non_overlapping': (2, 2)}  # (window, stride
 # 'before': on their inputs (torchvision).
 DROPOUT_PLACEMENTS = ('after', 'before')
 LRN_SCOPES = ('per_tower', 'across_towers')
-DTYPES = ('float32', 'bfloat16')  # Of the computation; parameters stay float32.
 # Weight init per scheme and layer: (weight, bias). weight: the std of a normal, None for fan-in
 # scaled (He et al. 2015: std sqrt(2 / fan_in)), or FAN_IN_UNIFORM; bias: a constant or
 # FAN_IN_UNIFORM. Sources: docs/paper.md, "Training (§5)", "Where Krizhevsky's code differs from
@@ -227,7 +226,9 @@ class AlexNet(nn.Module):
   dropout_placement: str = 'after'  # after: fc6/fc7 outputs (paper) | before: inputs (torchvision).
   weight_init: str = 'paper'  # A scheme of WEIGHT_INITS: paper (§5) | he | cuda_convnet2 | caffe
   #                             | pytorch (torchvision's: PyTorch's layer defaults).
-  dtype: Any = 'float32'  # Computation dtype (float32 | bfloat16); parameters stay float32.
+  # Computation dtype (float32 | bfloat16 | auto: bfloat16 only where it is no slower, see
+  # parallel.DTYPES); parameters stay float32.
+  dtype: Any = 'float32'
   layout: Layout = Layout()  # Where the towers live and which kernels run (not a config key).
 
   conv_layers: ClassVar[tuple[str, ...]] = CONV_LAYERS
@@ -272,7 +273,8 @@ class AlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, images_BHWC: Array, *, train: bool = False) -> Array:
-    T, layout, dtype = self.towers, self.layout, jnp.dtype(self.dtype)
+    T, layout = self.towers, self.layout
+    dtype = jnp.dtype(layout.compute_dtype(_name(self.dtype)))
     c1, c2, c3, c4, c5 = (c // T for c in self.conv_features)
     f6, f7 = (f // T for f in self.fc_features)
     window, stride = POOLINGS[self.pooling]

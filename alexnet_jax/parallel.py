@@ -29,7 +29,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import ops
+from alexnet_jax import onednn, ops
 from alexnet_jax.errors import UserError
 
 # config.kernels: which kernels compute the layers.
@@ -48,6 +48,48 @@ def platform_kernels(setting: str, platform: str | None = None) -> str:
   if setting != 'auto':
     return setting
   return 'cpu' if (platform or jax.default_backend()) == 'cpu' else 'xla'
+
+
+# config.model.dtype: the dtype of the computation (parameters stay float32).
+# 'auto': bfloat16 only where it was measured no slower than float32: the CPU kernels on a CPU
+#         with AMX (Intel Sapphire Rapids and later), where oneDNN's bfloat16 convolutions use it
+#         (paper model, b128: training as fast as float32, inference 1.27x). float32 elsewhere:
+#         on a CPU without AMX (e.g. AMD EPYC with avx512_bf16 only) bfloat16 trains and infers
+#         slower than float32, and XLA's own CPU convolutions are slower in bfloat16 on any CPU
+#         (docs/performance.md, "bfloat16"); nothing was measured on a GPU or TPU yet.
+DTYPES = ('auto', 'float32', 'bfloat16')
+AMX_FLAGS = frozenset({'amx_tile', 'amx_bf16'})  # Linux's /proc/cpuinfo names.
+
+
+def cpu_flags() -> frozenset[str]:
+  """The CPU's feature flags as Linux lists them (/proc/cpuinfo); empty where it does not."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('flags'):
+          return frozenset(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def platform_dtype(setting: str, kernels: str = 'auto', platform: str | None = None,
+                   flags: frozenset[str] | None = None) -> str:
+  """'float32' or 'bfloat16' for config.model.dtype `setting` ('auto' decides, see DTYPES).
+
+  `kernels` is config.kernels, `platform` JAX's backend (default: the current one), `flags` the
+  CPU's feature flags (default: `cpu_flags()`). Raises UserError for an unknown setting.
+  """
+  if setting not in DTYPES:
+    raise UserError(f'config.model.dtype={setting!r} is unknown; expected one of '
+                    f'{", ".join(DTYPES)}.')
+  if setting != 'auto':
+    return setting
+  platform = platform or jax.default_backend()
+  if platform != 'cpu' or platform_kernels(kernels, platform) != 'cpu':
+    return 'float32'
+  flags = cpu_flags() if flags is None else flags
+  return 'bfloat16' if AMX_FLAGS <= flags and onednn.available() else 'float32'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +155,10 @@ class Layout:
   @property
   def cpu_kernels(self) -> bool:
     return platform_kernels(self.kernels) == 'cpu'
+
+  def compute_dtype(self, setting: str) -> str:
+    """config.model.dtype `setting` resolved for these kernels on this machine (DTYPES)."""
+    return platform_dtype(setting, self.kernels)
 
   def tower_convs(self, inputs: Sequence[jax.Array], kernel: jax.Array, stride: int,
                   padding: int) -> tuple[jax.Array, ...]:
@@ -263,9 +309,14 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
 class DistributedModel:
   """`model` laid out on `mesh` by `strategy`, with the `apply` signature of a Linen module.
 
-  Without a split layer this is the module itself (jit partitions the batch). Otherwise the
-  forward pass runs inside `jax.shard_map`: each device holds its slice of the stored tower axis
-  (one tower) and the module's collectives join the towers.
+  A tower model (one with a `layout`) on more than one device runs inside `jax.shard_map`: each
+  device computes its share of the batch and holds its slice of the stored tower axis of split
+  layers (one tower); the module's collectives join the towers, and JAX's transpose of the
+  replicated parameters sums their gradients over the batch shards. Plain data parallelism runs
+  there too, not by jit's partitioner: that cannot split the oneDNN custom calls (onednn.py) and
+  would all-gather the batch before each, so every device convolved the whole batch (measured in
+  docs/parallelism.md). Other models (no layout, no custom calls) are the module itself, and jit
+  partitions their batch.
   """
   model: nn.Module
   mesh: Mesh
@@ -274,12 +325,12 @@ class DistributedModel:
   def apply(self, variables: dict[str, Any], images: jax.Array, *, train: bool = False,
             rngs: dict[str, jax.Array] | None = None) -> jax.Array:
     split = split_layers(self.mesh, self.strategy, self.model)
-    if not split:
+    if self.mesh.size == 1 or not hasattr(self.model, 'layout'):
       return self.model.apply(variables, images, train=train, rngs=rngs)
-    hybrid = self.strategy == 'hybrid'
+    hybrid = self.strategy == 'hybrid' and bool(split)
     module = self.model.clone(layout=dataclasses.replace(
-        self.model.layout, tower_axis='model', split_layers=split, batch_axis='data',
-        conv_batch_axis='model' if hybrid else None))
+        self.model.layout, tower_axis='model' if split else None, split_layers=split,
+        batch_axis='data', conv_batch_axis='model' if hybrid else None))
     params = variables['params']
     param_specs = jax.tree_util.tree_map_with_path(
         lambda path, leaf: _leaf_spec(path, leaf, split), params)

@@ -120,3 +120,24 @@ def test_flops_are_counted_whichever_convolution_kernels_run():
   model = registry.create_model(imagenet.get_config().model)
   # 3 x 724,406,816 multiply-adds x 2 (tests/conformance_test.py checks the multiply-adds).
   assert benchmark.training_flops_per_image(model, (227, 227, 3)) == 3 * 2 * 724_406_816
+
+
+def test_profile_step_sums_each_instruction_by_kind_pass_and_layer():
+  from benchmarks import profile_step  # pylint: disable=import-outside-toplevel
+  hlo = '\n'.join([
+      '  %ffi_call.3 = f32[8,4]{1,0} custom-call(%p), custom_call_target="alexnet_jax_conv_forward_'
+      'float32", metadata={op_name="jit(step)/transpose(jvp(AlexNet))/conv2/ffi_call"}',
+      '  %ynn_fusion.1 = f32[8,4]{1,0} fusion(%a), metadata={op_name="jit(step)/jvp(AlexNet)/fc6/'
+      'dot_general"}',
+      '  %select_fusion = f32[8]{0} fusion(%b), metadata={op_name="jit(step)/select_n"}'])
+  names = profile_step.instruction_names(hlo)
+  assert names['ynn_fusion.1'] == 'jit(step)/jvp(AlexNet)/fc6/dot_general'
+  events = [{'ph': 'X', 'name': 'ffi_call.3', 'dur': 4000}, {'ph': 'X', 'name': 'ffi_call.3',
+                                                            'dur': 2000},
+            {'ph': 'X', 'name': 'ynn_fusion.1', 'dur': 1000},
+            {'ph': 'X', 'name': 'select_fusion', 'dur': 500},
+            {'ph': 'X', 'name': 'ThunkExecutor::Execute', 'dur': 9000},  # Not an instruction.
+            {'ph': 'M', 'name': 'ffi_call.3'}]
+  totals = profile_step.trace_totals(events, names, steps=2)
+  assert totals == {('oneDNN conv', 'backward', 'conv2'): 3.0, ('matmul', 'forward', 'fc6'): 0.5,
+                    ('other', 'step', 'select_n'): 0.25}

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from alexnet_jax import models, onednn, ops, parallel, registry
+from alexnet_jax.errors import UserError
 from configs import default, imagenet
+from tests.conftest import tiny_config
 
 jax.config.update('jax_default_matmul_precision', 'highest')
 RTOL = 1e-5
@@ -73,7 +75,7 @@ def test_reference_lrn_matches_the_formula_by_hand():
   np.testing.assert_allclose(np.ravel(got), expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize('window,stride', [(3, 2), (2, 2)])
+@pytest.mark.parametrize('window,stride', [(3, 2), (2, 2), (2, 3)])
 def test_max_pool_matches_reference_including_ties(window, stride):
   # Integer-valued inputs have many ties: the gradient must still go to the first maximum only.
   x = jnp.round(2.0 * jax.random.normal(jax.random.key(0), (2, 9, 7, 3)))
@@ -202,6 +204,48 @@ def test_each_platform_traces_its_own_kernels(platform, conv_backend, monkeypatc
     assert not onednn.available()
     assert not custom and 'ffi_call' not in names, names
     assert 'conv_general_dilated' in names and 'select_and_scatter_add' in names
+
+
+AMD_EPYC_FLAGS = frozenset({'avx2', 'avx512f', 'avx512_bf16'})  # This project's VM: no AMX.
+SAPPHIRE_RAPIDS_FLAGS = frozenset({'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16', 'amx_int8'})
+
+
+@pytest.mark.parametrize('setting,kernels,platform,flags,onednn_built,expected', [
+    ('auto', 'auto', 'cpu', SAPPHIRE_RAPIDS_FLAGS, True, 'bfloat16'),  # AMX: oneDNN uses it.
+    ('auto', 'auto', 'cpu', AMD_EPYC_FLAGS, True, 'float32'),  # avx512_bf16 alone: slower.
+    ('auto', 'auto', 'cpu', SAPPHIRE_RAPIDS_FLAGS, False, 'float32'),  # XLA's convs: slower.
+    ('auto', 'xla', 'cpu', SAPPHIRE_RAPIDS_FLAGS, True, 'float32'),
+    ('auto', 'auto', 'cpu', frozenset({'amx_tile'}), True, 'float32'),  # No bf16 unit.
+    ('auto', 'auto', 'gpu', SAPPHIRE_RAPIDS_FLAGS, True, 'float32'),  # Not measured there.
+    ('auto', 'auto', 'tpu', frozenset(), True, 'float32'),
+    ('bfloat16', 'auto', 'cpu', AMD_EPYC_FLAGS, True, 'bfloat16'),  # Explicit settings win.
+    ('float32', 'auto', 'cpu', SAPPHIRE_RAPIDS_FLAGS, True, 'float32'),
+])
+def test_auto_dtype_is_bfloat16_only_on_amx_with_the_cpu_kernels(
+    setting, kernels, platform, flags, onednn_built, expected, monkeypatch):
+  monkeypatch.setattr(parallel.onednn, 'available', lambda: onednn_built)
+  assert parallel.platform_dtype(setting, kernels, platform, flags) == expected
+
+
+def test_auto_dtype_reads_this_machines_flags_and_the_model_computes_in_it(monkeypatch):
+  monkeypatch.setattr(parallel.onednn, 'available', lambda: True)
+  model = registry.create_model(tiny_config(**{'model.dtype': 'auto'}).model)
+  images = jnp.zeros((1, 67, 67, 1))
+  dtypes = {}
+  for name, flags in (('amx', SAPPHIRE_RAPIDS_FLAGS), ('no_amx', AMD_EPYC_FLAGS)):
+    monkeypatch.setattr(parallel, 'cpu_flags', lambda flags=flags: flags)
+    jaxpr = jax.make_jaxpr(lambda x: model.init_with_output(jax.random.key(0), x)[0])(images)
+    dtypes[name] = 'bf16[' in str(jaxpr)
+  assert dtypes == {'amx': True, 'no_amx': False}
+  with pytest.raises(UserError, match='config.model.dtype'):
+    parallel.platform_dtype('float16')
+
+
+def test_cpu_flags_are_read_from_linux():
+  flags = parallel.cpu_flags()
+  if platform.system() == 'Linux' and platform.machine() == 'x86_64':
+    assert {'fpu', 'sse2'} <= flags
+  assert isinstance(flags, frozenset)
 
 
 def _lrn_by_hand(x, n, k=2.0, alpha=1e-4, beta=0.75):

@@ -7,6 +7,7 @@ products in a different order (gradient all-reduces, the split fc8 sum), so they
 """
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import communication, metrics, optim, parallel, registry, train
+from alexnet_jax import communication, metrics, onednn, optim, parallel, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -26,7 +27,7 @@ IMAGE_SHAPE = (67, 67, 1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (data, model, strategy); (1, 1) is the single-device reference.
 LAYOUTS = [(1, 2, 'towers'), (2, 2, 'towers'), (4, 1, 'data'), (2, 2, 'hybrid')]
-TRAIN_LAYOUTS = [(1, 1, 'towers'), (4, 2, 'towers'), (4, 2, 'hybrid')]
+TRAIN_LAYOUTS = [(1, 1, 'towers'), (4, 2, 'towers'), (4, 2, 'hybrid'), (8, 1, 'data')]
 
 
 def _mesh(data, model, strategy, towers=2):
@@ -136,6 +137,20 @@ def test_training_losses_agree_across_meshes(trained):
     for (path, before), after in zip(jax.tree_util.tree_leaves_with_path(run['initial_params']),
                                      jax.tree.leaves(final)):
       assert not np.allclose(before, after, rtol=0, atol=1e-7), (layout, jax.tree_util.keystr(path))
+
+
+@pytest.mark.accelerator
+def test_data_parallel_convolutions_see_only_their_share_of_the_batch(trained):
+  """jit's partitioner cannot split a custom call: it all-gathered the batch before each oneDNN
+  convolution, so each of 8 devices convolved all 16 examples. Run per device (shard_map), each
+  oneDNN call sees its 16 / 8 = 2."""
+  if not onednn.available():
+    pytest.skip(f'no oneDNN custom calls here: {onednn.status()}')
+  hlo = trained[(8, 1, 'data')]['hlo']
+  # Forward results and input gradients are activations: [batch, H, W, C].
+  batches = re.findall(r'= f32\[(\d+),\d+,\d+,\d+\]\{[^}]*\} custom-call\([^\n]*'
+                       r'custom_call_target="alexnet_jax_conv_(?:forward|backward_data)_', hlo)
+  assert batches and set(batches) == {'2'}, batches
 
 
 def _model_axis_groups(mesh):

@@ -7,7 +7,7 @@
    ImageNet model (configs/imagenet.py, batch 128, 227x227), next to what the paper's two-GPU
    scheme needs at its four communication points (computed here from the layer shapes).
 2. Train-step time of the default (Fashion-MNIST) config on each mesh, as a ratio to one device,
-   all in this one process. The forced CPU devices share the machine's cores: this shows the
+   on oneDNN's and on XLA's convolutions, all in this one process. The forced CPU devices share the machine's cores: this shows the
    overhead of a layout, not a speed-up.
 """
 
@@ -24,7 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from alexnet_jax import benchmark, cli, communication, models, parallel, registry  # noqa: E402
+from alexnet_jax import benchmark, cli, communication, models, onednn, parallel, registry  # noqa: E402
 from configs import default, imagenet  # noqa: E402
 
 _STEPS = flags.DEFINE_integer('steps', 9, 'Timed rounds (after one warm-up round).')
@@ -79,18 +79,25 @@ def bytes_table() -> str:
 
 
 def time_table(steps: int) -> str:
-  """Layouts timed round-robin, one step each per round, so they share the machine's load."""
+  """Layouts timed round-robin, one step each per round, so they share the machine's load.
+
+  Where oneDNN's convolutions are built, each layout runs twice, on them and on XLA's own
+  convolutions (`onednn.enabled(False)`), and the table gives the ratio of the two.
+  """
   config = default.get_config()
   rng = np.random.default_rng(0)
   size = config.input.image_size
   batch = {'image': rng.normal(size=(config.batch_size, size, size, 1)).astype(np.float32),
            'label': (np.arange(config.batch_size) % 10).astype(np.int32)}
+  kernels = ['onednn', 'xla'] if onednn.available() else ['xla']
   runs = []
   for layout in LAYOUTS:
-    compiled, mesh, init, shardings = benchmark.compile_layout_step(config, *layout)
-    state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
-    runs.append({'step': compiled, 'state': state, 'times': [],
-                 'batch': jax.device_put(batch, parallel.batch_sharding(mesh))})
+    for kernel in kernels:
+      with onednn.enabled(kernel == 'onednn'):
+        compiled, mesh, init, shardings = benchmark.compile_layout_step(config, *layout)
+      state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
+      runs.append({'step': compiled, 'state': state, 'times': [], 'layout': layout,
+                   'kernel': kernel, 'batch': jax.device_put(batch, parallel.batch_sharding(mesh))})
   for round_index in range(steps + 1):  # Round 0 warms up.
     for run in runs:
       start = time.perf_counter()
@@ -99,13 +106,22 @@ def time_table(steps: int) -> str:
       jax.block_until_ready(sums)
       if round_index:
         run['times'].append(time.perf_counter() - start)
-  rows = ['| mesh (data x model) | strategy | devices | median step | vs 1 device |',
-          '|---|---|---|---|---|']
-  baseline = statistics.median(runs[0]['times'])
-  for (data, model_axis, strategy), run in zip(LAYOUTS, runs):
-    median = statistics.median(run['times'])
-    rows.append(f'| {data} x {model_axis} | {strategy} | {data * model_axis} | {median:.3f} s | '
-                f'{median / baseline:.2f} |')
+  medians = {(tuple(run['layout']), run['kernel']): statistics.median(run['times'])
+             for run in runs}
+  header = '| mesh (data x model) | strategy | devices |'
+  for kernel in kernels:
+    header += f' {kernel} convs: median step | vs 1 device |'
+  rows = [header + (' oneDNN / XLA |' if len(kernels) == 2 else ''),
+          '|---|---|---|' + '---|---|' * len(kernels) + ('---|' if len(kernels) == 2 else '')]
+  for layout in LAYOUTS:
+    data, model_axis, strategy = layout
+    row = f'| {data} x {model_axis} | {strategy} | {data * model_axis} |'
+    for kernel in kernels:
+      median = medians[(layout, kernel)]
+      row += f' {median:.3f} s | {median / medians[(LAYOUTS[0], kernel)]:.2f} |'
+    if len(kernels) == 2:
+      row += f' {medians[(layout, "onednn")] / medians[(layout, "xla")]:.2f} |'
+    rows.append(row)
   return '\n'.join(rows)
 
 
