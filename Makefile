@@ -56,4 +56,4 @@ demo: setup data
 	$(PYTHON) run.py --config=configs/default.py --workdir=workdirs/default
 
 test: setup data $(VENV)/.installed-torch
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=15
