@@ -154,7 +154,10 @@ def restore(config: ml_collections.ConfigDict, run: workdir_lib.Workdir,
   if ckpt.latest_step() is None:
     return Start(_initial_state(config, init, tx_init), data.Position(), plateau, False,
                  config.batch_size, {}, None, False, '')
-  saved_config = run.saved_config()
+  latest = ckpt.latest_step()
+  # The config the checkpoint was written under (not the latest recorded one: a resume that saved
+  # nothing since leaves a history line that does not describe this checkpoint).
+  saved_config = run.saved_config(latest)
   changes = workdir_lib.differences(saved_config, config) if saved_config else {}
   check_model_unchanged(run.path, changes, config)
   saved_optimizer = changes.get('optimizer', (config.optimizer,))[0]
@@ -168,6 +171,8 @@ def restore(config: ml_collections.ConfigDict, run: workdir_lib.Workdir,
     return Start(_initial_state(config, init, tx_init), data.Position(), plateau, False,
                  config.batch_size, {}, None, False, '')
   step, state, input_position, trainer_state = restored
+  if step != latest:  # Fell back past damaged checkpoints (now moved aside): compare with its own.
+    return restore(config, run, ckpt, abstract_state, init, tx_init, epoch_size)
   plateau.load_json(trainer_state['plateau'])
   step_batch_size = int(trainer_state.get('step_batch_size') or
                         (saved_config.batch_size if saved_config else config.batch_size))

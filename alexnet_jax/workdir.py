@@ -75,8 +75,9 @@ class Workdir:
           _set(values, key, new)
     return ml_collections.ConfigDict(values)
 
-  def saved_config(self) -> ml_collections.ConfigDict | None:
-    """For training: the latest config, or None (warned) when it is missing or damaged.
+  def saved_config(self, step: int | None = None) -> ml_collections.ConfigDict | None:
+    """For training: the config in force at checkpoint `step` (None: the latest), or None
+    (warned) when it is missing or damaged.
 
     A run resumed without a usable record compares only the checkpoint's shapes, then writes
     config.json anew from its own config (`write_config`).
@@ -84,7 +85,7 @@ class Workdir:
     if not self.has_config():
       return None
     try:
-      return self.config()
+      return self.config(step)
     except UserError as e:
       logging.warning('%s Resuming compares only the checkpoint\'s shapes; config.json is '
                       'written anew from this run\'s config.', e)
@@ -114,12 +115,18 @@ class Workdir:
       os.remove(self.history_file)
 
   def record_resume(self, step: int, changes: dict[str, tuple[Any, Any]]) -> None:
-    """Appends one history line for a resume from `step` that changed the config."""
-    if not changes:
+    """Records a resume from checkpoint `step` with `changes` (against the config in force at
+    `step`): it supersedes the lines of earlier resumes from `step` or later, whose runs wrote
+    nothing that is still resumed from (a rerun of a finished run, a crash before the next save,
+    or later checkpoints moved aside)."""
+    kept = [entry for entry in self.history() if entry['step'] < step]
+    if changes:
+      kept.append({'step': int(step), 'changes': {k: list(v) for k, v in changes.items()}})
+    if not kept and not os.path.exists(self.history_file):
       return
-    line = json.dumps({'step': int(step), 'changes': {k: list(v) for k, v in changes.items()}})
-    with open(self.history_file, 'a', encoding='utf-8') as f:
-      f.write(line + '\n')
+    with open(self.history_file + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(json.dumps(entry) + '\n' for entry in kept)
+    os.replace(self.history_file + '.tmp', self.history_file)
 
 
 def flatten(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:

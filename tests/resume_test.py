@@ -146,6 +146,29 @@ def test_the_momentum_follows_the_optimizer_change(tmp_path, base_run):
     assert any(np.abs(value).max() > 0 for value in momentum.values())
 
 
+@pytest.mark.parametrize('overrides', [{'optimizer': 'optax_sgd'},
+                                       {'model.fc_features': (64, 64),
+                                        'resume_with_changed_model': True}],
+                         ids=['optimizer', 'model'])
+def test_a_resume_that_saved_nothing_leaves_the_checkpoints_config_in_force(
+    tmp_path, caplog, base_run, overrides):
+  """A finished run rerun with a change trains and saves nothing; rerun with the config that wrote
+  the checkpoint, it sees no change: nothing mapped (the momentum as saved), no model error."""
+  path = copy_of(base_run, tmp_path)
+  changed = config_with(**overrides)
+  train.train_and_evaluate(changed, path, dataset_for(changed))
+  assert [entry['step'] for entry in Workdir(path).history()] == [4]
+  original = config_with()
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    state = train.train_and_evaluate(original, path, dataset_for(original))
+  assert resume_line(caplog) == f'Resumed from checkpoint step 4 in {path}/checkpoints.'
+  assert Workdir(path).history() == []  # Superseded by the resume from the same step.
+  saved = saved_state(path)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(optim.momentum(state.opt_state)),
+               optim.momentum(saved['opt_state']))
+
+
 # Change -> the keys the error names.
 MODEL_CHANGES = [
     ({'model.fc_features': (64, 64)}, ['config.model.fc_features: [32, 32] there, [64, 64] here']),

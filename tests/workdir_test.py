@@ -33,6 +33,20 @@ def test_the_config_in_force_at_each_step_replays_the_history(tmp_path):
   assert run.config().model.fc_features == [4096, 4096]
 
 
+def test_a_resume_supersedes_the_record_of_resumes_from_its_step_or_later(tmp_path):
+  run = Workdir(str(tmp_path))
+  run.write_config(_config())
+  run.record_resume(20, {'batch_size': (1000, 2000)})
+  run.record_resume(30, {'learning_rate': (0.01, 0.001)})  # Saved nothing after 30, say.
+  run.record_resume(30, {'momentum': (0.9, 0.5)})  # Rerun from 30: the line above is stale.
+  assert [(e['step'], list(e['changes'])) for e in run.history()] == [(20, ['batch_size']),
+                                                                      (30, ['momentum'])]
+  assert run.config().learning_rate == 0.01 and run.config().momentum == 0.5
+  run.record_resume(20, {})  # Back to checkpoint 20, unchanged: the lines from step 20 on go.
+  assert [e['step'] for e in run.history()] == []
+  assert run.config().batch_size == 1000
+
+
 def test_differences_name_dotted_keys_and_absent_ones():
   old = _config()
   new = _config(batch_size=2000)
