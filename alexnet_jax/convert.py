@@ -43,7 +43,8 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from alexnet_jax import checkpoint, cli, data, models, optim, registry, train, trees  # noqa: E402
+from alexnet_jax import (checkpoint, cli, data, models, optim, recipes, registry, train,  # noqa: E402
+                         trees)
 from alexnet_jax.errors import UserError  # noqa: E402
 from alexnet_jax.workdir import Workdir  # noqa: E402
 
@@ -220,6 +221,27 @@ FLAGS = flags.FLAGS
 # Each source's config file (the architecture, for the error that asks for it) and its towers.
 SOURCE_CONFIGS = {'torchvision': ('configs/torchvision.py', 1),
                   'caffe': ('configs/bvlc_alexnet.py', 2)}
+# Set by the conversion itself, from the weights (model_config_for) or --caffe_mean.
+_FROM_THE_WEIGHTS = ('model.towers', 'model.conv_features', 'model.fc_features',
+                     'model.num_classes')
+_FROM_THE_CAFFE_MEAN = ('input.mean_subtraction', 'input.mean_values', 'input.mean_file',
+                        'input.resize_size')
+
+
+def check_source_config(config: ml_collections.ConfigDict, source: str) -> None:
+  """UserError unless `config` has the architecture and input convention the `source`
+  ('torchvision' | 'caffe') weights were trained with: recipes.RECIPES[source]'s model.* and
+  input.* facts, but for what the conversion sets from the weights and the mean. Another
+  convention would load and run, and silently predict wrong classes."""
+  recipe = recipes.RECIPES[source]
+  own = _FROM_THE_WEIGHTS + (_FROM_THE_CAFFE_MEAN if source == 'caffe' else ())
+  wrong = [f'{fact.key}={value!r} (the source: {fact.value!r})'
+           for fact, value, same in recipes.compare(recipe, config)
+           if not same and fact.key.startswith(('model.', 'input.')) and fact.key not in own]
+  if wrong:
+    raise UserError(f'--config is not the architecture and input convention of {source} weights '
+                    f'({"; ".join(wrong[:3])}{"; ..." if len(wrong) > 3 else ""}); pass '
+                    f'--config={recipe.config} (overrides of other keys are fine).')
 
 
 def main(argv):
@@ -234,6 +256,7 @@ def main(argv):
   weights = torchvision_weights(arrays) if source == 'torchvision' else caffe_weights(arrays)
   params = convert(weights, towers)
   config, mean = model_config_for(params, config), None
+  check_source_config(config, source)
   if source == 'caffe':
     mean = caffe_mean_image(_load_mean(FLAGS.caffe_mean)) if FLAGS.caffe_mean else None
     config = with_caffe_mean(config, mean)

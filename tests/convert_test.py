@@ -16,7 +16,7 @@ from torch import nn
 
 from alexnet_jax import convert, registry, trained_model
 from alexnet_jax.errors import UserError
-from configs import bvlc_alexnet, torchvision
+from configs import bvlc_alexnet, imagenet, torchvision
 
 CONV = (8, 16, 24, 16, 16)  # Tiny widths: the test is about layouts, not size.
 FC = (32, 24)
@@ -143,3 +143,15 @@ def test_wrong_architecture_is_a_user_error():
   del state['classifier.4.bias']
   with pytest.raises(UserError, match='fc7'):
     convert.convert(convert.torchvision_weights(state), towers=1)
+
+
+@pytest.mark.parametrize('source, own', [('torchvision', torchvision), ('caffe', bvlc_alexnet)])
+def test_only_the_sources_own_convention_is_accepted(source, own):
+  torch.manual_seed(0)
+  params = convert.convert(convert.torchvision_weights(_numpy_state(TorchvisionAlexNet())), 1)
+  convert.check_source_config(convert.model_config_for(params, own.get_config()), source)
+  # The paper's config loads these weights too (227 input, no padding: the same shapes), but its
+  # LRN, input scale and mean are not the ones the weights were trained with.
+  with pytest.raises(UserError, match=rf'not the architecture and input convention of {source} '
+                                      rf'weights \(model\.\w+=.*pass --config=configs/'):
+    convert.check_source_config(convert.model_config_for(params, imagenet.get_config()), source)
