@@ -172,6 +172,18 @@ def _rgb16_tiff(rgb):
   return buffer.getvalue(), rgb
 
 
+def _min_is_white_tiff(bits: int) -> Maker:
+  """Greyscale TIFF stored inverted (PhotometricInterpretation 0: 0 is white)."""
+  def make(rgb):
+    grey = _luma(rgb)
+    samples = (255 - grey).astype(np.uint8) if bits == 8 else (
+        (255 - grey).astype(np.uint16) * 257)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, samples, photometric='miniswhite')
+    return buffer.getvalue(), _grey(grey)
+  return make
+
+
 def _float_tiff(rgb):
   grey = _luma(rgb)
   return _save(Image.fromarray(grey.astype(np.float32) / 255), 'TIFF'), _grey(grey)
@@ -393,6 +405,8 @@ VARIANTS = (
             old_decoder_wrong=True),
     # 8-bit linear samples are coarse in the dark: one step near black is ~13 sRGB levels.
     Variant('png_grey_icc_linear', _linear_grey_icc, 1.0, 16, True),
+    Variant('tiff_grey8_min_is_white', _min_is_white_tiff(8), 0, 0, False),
+    Variant('tiff_grey16_min_is_white', _min_is_white_tiff(16), 0, 0, True),
 )
 
 

@@ -4,6 +4,7 @@
 holds. What changes the picture a person sees is honoured:
 
 - EXIF orientation (all 8 values): the pixels are turned the way a viewer turns them.
+- TIFF's MinIsWhite greyscale (0 is white) at every bit depth.
 - Bit depth: 16-bit samples (Pillow modes I;16, I;16B, I;16L, I) are scaled by 255/65535, i.e.
   round(v / 257), so 257 * k is exactly k; 32-bit float samples (mode F) are taken as 0 black
   to 1 white (the float-image convention of TIFF readers and image libraries) and scaled by 255;
@@ -95,12 +96,20 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
   return image
 
 
+TIFF_PHOTOMETRIC = 262  # The TIFF tag PhotometricInterpretation (TIFF 6.0, section 3).
+
+
 def render(image: Image.Image) -> np.ndarray:
   """uint8 [H, W, 1] (greyscale sources) or [H, W, 3]: sRGB pixels over a white background."""
   icc = image.info.get('icc_profile')
+  # TIFF PhotometricInterpretation 0 (MinIsWhite): Pillow inverts 1- and 8-bit samples itself,
+  # not wider ones.
+  inverted = (getattr(image, 'tag_v2', {}).get(TIFF_PHOTOMETRIC) == 0
+              and image.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'))
   image = _apply_orientation(image)
   colour, alpha = _split_alpha(image)
-  colour = _to_srgb(_to_8_bits(colour), icc)
+  colour = _to_8_bits(colour)
+  colour = _to_srgb(ImageOps.invert(colour) if inverted else colour, icc)
   pixels = np.asarray(colour)
   pixels = pixels.reshape(pixels.shape[:2] + (-1,))
   if alpha is not None:
