@@ -46,7 +46,8 @@ class Run:
   eval_top1: list[float] = dataclasses.field(default_factory=list)
   eval_top5: list[float] = dataclasses.field(default_factory=list)
   # Top-1 error on the training images in evaluation mode, when the run evaluated them.
-  eval_train_top1: list[float] = dataclasses.field(default_factory=list)
+  eval_train_steps: list[int] = dataclasses.field(default_factory=list)  # Not every evaluation
+  eval_train_top1: list[float] = dataclasses.field(default_factory=list)  # has one (a resume).
 
   def first_step_below(self, target: float) -> tuple[int, float] | None:
     """(step, training seconds) when the training error first reached `target`."""
@@ -95,6 +96,7 @@ def load_run(directory: str, variant: str, seed_index: int) -> Run:
       run.eval_top1.append(row['eval/top1_error'])
       run.eval_top5.append(row['eval/top5_error'])
       if 'eval_train/top1_error' in row:
+        run.eval_train_steps.append(step)
         run.eval_train_top1.append(row['eval_train/top1_error'])
   return run
 
@@ -458,12 +460,13 @@ def plot(results: Results, ablation: sweeps.Ablation, path: str) -> None:
     return
   variants = [v for v in ablation.variants if v in results.runs]
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  panels = (('train_steps', ('train_top1',), 'training top-1 error'),
-            ('eval_steps', ('eval_top1', 'eval_train_top1'), 'test top-1 error'))
-  for panel, (axis, (steps_attr, values_attrs, title)) in enumerate(zip(axes, panels)):
+  panels = (((('train_steps', 'train_top1'),), 'training top-1 error'),
+            ((('eval_steps', 'eval_top1'), ('eval_train_steps', 'eval_train_top1')),
+             'test top-1 error'))
+  for panel, (axis, (curves, title)) in enumerate(zip(axes, panels)):
     for i, variant in enumerate(variants):
       scale = results.epoch_steps.get(variant) or 1
-      for values_attr in values_attrs:
+      for steps_attr, values_attr in curves:
         curve = _mean_curve(results.runs[variant], steps_attr, values_attr)
         if curve is None:
           continue

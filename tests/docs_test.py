@@ -425,7 +425,7 @@ def test_sweep_lengths_are_the_budgets():
   # The seeds are those of the commands that made the recorded Fashion-MNIST results.
   results = 'experiments/results/README.md'
   seeds = [int(re.search(r'--seeds=(\d+)', _find(results, rf'python experiments/sweep\.py '
-                                                 rf'--sweep={name} [^\n]*')[1].group(0)).group(1))
+                                                 rf'--sweep={name} --base_config=configs/default\.py [^\n]*')[1].group(0)).group(1))
            for name in ('ablations', 'fig1')]
   budget = (ablations.budgets['fashion_mnist']['num_epochs'], seeds[0],
             fig1.budgets['fashion_mnist']['num_epochs'], seeds[1])
