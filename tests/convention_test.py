@@ -176,7 +176,7 @@ def test_pipeline_evaluation_and_single_image_path_agree(fake, name):
   if 'ten_crop' in dataset.eval_batches:
     np.testing.assert_allclose(single, next(dataset.eval_batches['ten_crop']())['image'][0],
                                atol=1e-5)
-  train = next(dataset.train_batches(0))['image']
+  train = next(dataset.train_batches())['image']
   assert train.shape == (8, 19, 19, 3) and np.isfinite(train).all()
   if name == 'torchvision':  # Scaled to [0, 1], centred and divided by about 0.23.
     assert -2.2 < train.min() and train.max() < 2.7
@@ -185,8 +185,8 @@ def test_pipeline_evaluation_and_single_image_path_agree(fake, name):
 def test_bgr_is_the_rgb_input_with_its_channels_reversed(fake):
   rgb = create_dataset(_config(fake / 'data', resize='warp'))
   bgr = create_dataset(_config(fake / 'data', resize='warp', channel_order='bgr'))
-  np.testing.assert_array_equal(next(bgr.train_batches(0))['image'],
-                                next(rgb.train_batches(0))['image'][..., ::-1])
+  np.testing.assert_array_equal(next(bgr.train_batches())['image'],
+                                next(rgb.train_batches())['image'][..., ::-1])
   np.testing.assert_array_equal(next(bgr.eval_batches['']())['image'],
                                 next(rgb.eval_batches['']())['image'][..., ::-1])
 
