@@ -156,13 +156,10 @@ def _defined_flags(path):
     if not isinstance(node, ast.Call):
       continue
     func = node.func
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, 'id', '')
-    if name.startswith('DEFINE') and node.args and isinstance(node.args[0], ast.Constant):
-      names.add(node.args[0].value)
-    elif name == 'define_config_flag':
-      names.add('config')
-    elif name.startswith('define_') and isinstance(func, ast.Attribute) and \
-        isinstance(func.value, ast.Name):
+    name = _called_name(node)
+    names |= _flags_of_call(node)
+    if name.startswith('define_') and name != 'define_config_flag' and \
+        isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
       module = os.path.join(ROOT, 'alexnet_jax', func.value.id + '.py')
       if os.path.exists(module) and os.path.abspath(module) != os.path.abspath(path):
         names |= _defined_in_function(module, name)
@@ -193,12 +190,7 @@ def _module_level_flags(path):
       continue
     for node in ast.walk(statement):
       if isinstance(node, ast.Call):
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, 'id', '')
-        if name.startswith('DEFINE') and node.args and isinstance(node.args[0], ast.Constant):
-          names.add(node.args[0].value)
-        elif name == 'define_config_flag':
-          names.add('config')
+        names |= _flags_of_call(node)
   return names
 
 
@@ -206,9 +198,22 @@ def _defined_in_function(path, function):
   tree = ast.parse(open(path, encoding='utf-8').read())
   (definition,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
                    and n.name == function]
-  return {n.args[0].value for n in ast.walk(definition) if isinstance(n, ast.Call)
-          and (getattr(n.func, 'attr', '') or getattr(n.func, 'id', '')).startswith('DEFINE')
-          and n.args and isinstance(n.args[0], ast.Constant)}
+  return set().union(*(_flags_of_call(n) for n in ast.walk(definition)
+                        if isinstance(n, ast.Call) and _called_name(n).startswith('DEFINE')))
+
+
+def _called_name(call):
+  """'DEFINE_string' for flags.DEFINE_string(...) or DEFINE_string(...)."""
+  func = call.func
+  return func.attr if isinstance(func, ast.Attribute) else getattr(func, 'id', '')
+
+
+def _flags_of_call(call):
+  """The flag a call defines: flags.DEFINE_*('name', ...), or cli.define_config_flag's 'config'."""
+  name = _called_name(call)
+  if name.startswith('DEFINE') and call.args and isinstance(call.args[0], ast.Constant):
+    return {call.args[0].value}
+  return {'config'} if name == 'define_config_flag' else set()
 
 
 @functools.cache
