@@ -7,7 +7,8 @@
 Each variant x seed trains in DIR/<variant>/seed<k> through alexnet_jax.train.train_and_evaluate,
 by default in a child process so that a crash or out-of-memory in one variant cannot take down the
 sweep. Finished runs are skipped (rerun the same command to resume; an interrupted run resumes from
-its checkpoint), a failed run is reported in the table and the sweep goes on. The results are
+its checkpoint), a failed run is reported in the table and the sweep goes on. SIGTERM or Ctrl-C
+stops the run in progress at a step boundary with a checkpoint (as run.py does) and ends the sweep. The results are
 DIR/results.md, results.csv, results.json and one PNG per ablation. `--base_config.KEY=VALUE`
 overrides any field of the base config, as `--config.KEY` does for run.py.
 """
@@ -15,6 +16,7 @@ overrides any field of the base config, as `--config.KEY` does for run.py.
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +50,46 @@ _ONLY_RUN = flags.DEFINE_string('only_run', None, 'Internal: VARIANT:SEED_INDEX,
 _TUNING = flags.DEFINE_bool('tuning', False, 'Internal: --only_run names a tuning run.')
 
 MARKER = 'sweep_run.json'  # Written by the runner after a run finished or failed.
+INTERRUPTED_EXIT = 3  # A child's exit status after a graceful stop (its run is not done).
+
+
+class Interrupted(Exception):
+  """SIGTERM/SIGINT stopped the run in progress at a step boundary; its checkpoint is saved and
+  it has no marker, so the next invocation resumes it."""
+
+
+class ChildStop:
+  """The parent of child runs: the first SIGTERM/SIGINT is recorded and passed on to the running
+  child as one SIGTERM (the child is in its own session, so a terminal's Ctrl-C reaches only the
+  parent; a second signal would kill it before it saves). A second signal acts as usual."""
+
+  def __init__(self):
+    self.signal_name: str | None = None
+    self.child: subprocess.Popen | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> 'ChildStop':
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self._restore()
+
+  def _restore(self) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous = {}
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    del frame
+    self.signal_name = signal.Signals(signum).name
+    self._restore()
+    if self.child is not None and self.child.poll() is None:
+      self.child.send_signal(signal.SIGTERM)
+
+
+CHILD_STOP = ChildStop()  # Entered by main() around a sweep of child processes.
 
 
 def budgeted_base(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, flag_name: str,
@@ -120,12 +162,21 @@ def _cpu_seconds(who: int) -> float:
 
 
 def train_in_process(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]:
-  """Trains one run here; any exception becomes a 'failed' marker so the sweep can go on."""
-  from alexnet_jax import train  # Imported late: the parent of child processes never needs JAX.
+  """Trains one run here; any exception becomes a 'failed' marker so the sweep can go on.
+
+  Raises Interrupted (and writes no marker) when preemption.STOP, entered by the caller, stopped
+  the run early.
+  """
+  # Imported late: the parent of child processes never needs JAX.
+  from alexnet_jax import preemption, train
   start, cpu_start = time.perf_counter(), _cpu_seconds(resource.RUSAGE_SELF)
   try:
     train.train_and_evaluate(config, directory)
+    if preemption.STOP.received:  # It returned at a step boundary with a checkpoint: not done.
+      raise Interrupted(f'{preemption.STOP.signal_name} stopped the run in {directory}')
     marker = {'status': 'finished'}
+  except Interrupted:
+    raise
   except Exception as e:  # pylint: disable=broad-except
     logging.exception('run in %s failed', directory)
     marker = {'status': 'failed', 'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300]}
@@ -153,12 +204,23 @@ def train_in_child(config: ml_collections.ConfigDict, directory: str, variant: s
                    seed_index: int, child_flags: Sequence[str]) -> dict[str, Any]:
   """Trains one run in a child process that rebuilds the same config from `child_flags` (this
   command's --sweep, --workdir, --quick and --base_config arguments)."""
+  if CHILD_STOP.signal_name:  # Asked to stop between two runs: start no other.
+    raise Interrupted(f'{CHILD_STOP.signal_name} stopped the sweep before the run in {directory}')
   os.makedirs(directory, exist_ok=True)
   command = [sys.executable, os.path.abspath(__file__), *child_flags,
              f'--only_run={variant}:{seed_index}', '--isolation=inprocess']
   start, cpu_start = time.perf_counter(), _cpu_seconds(resource.RUSAGE_CHILDREN)
   with open(os.path.join(directory, 'log.txt'), 'a', encoding='utf-8') as log:
-    returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    CHILD_STOP.child = child
+    try:
+      returncode = child.wait()
+    finally:
+      CHILD_STOP.child = None
+  if CHILD_STOP.signal_name or returncode == INTERRUPTED_EXIT:
+    raise Interrupted(f'{CHILD_STOP.signal_name or "a signal"} stopped the run in {directory} '
+                      f'(child exit status {returncode})')
   marker = read_marker(directory)
   if marker is not None:  # The whole child, start-up included, as its parent saw it.
     marker.update(wall_s=time.perf_counter() - start,
@@ -270,16 +332,32 @@ def main(argv):
       root, run_base = os.path.join(root, TUNING_DIR), tuning_config(sweep, base)
     [(_, _, config)] = [r for r in plan(sweep, run_base, int(seed_index) + 1, [variant])
                         if r[1] == int(seed_index)]
-    marker = train_in_process(config, run_dir(root, variant, int(seed_index)))
+    from alexnet_jax import preemption  # pylint: disable=import-outside-toplevel
+    try:
+      with preemption.STOP:
+        marker = train_in_process(config, run_dir(root, variant, int(seed_index)))
+    except Interrupted:
+      sys.exit(INTERRUPTED_EXIT)
     sys.exit(0 if marker['status'] == 'finished' else 1)
   # The command that trains the runs the tables describe (a --report_only rerun writes the same).
   arguments = [a for a in sys.argv[1:] if a not in ('--report_only', '--report_only=true')]
   command = ' '.join(['python', 'experiments/sweep.py', *arguments])
   child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
                  f'--quick={_QUICK.value}', *_forwarded_base_config_args(sys.argv)]
-  results = run_sweep(sweep, base, _WORKDIR.value, seeds, isolation=_ISOLATION.value,
-                      child_flags=child_flags, only=_VARIANTS.value,
-                      train_runs=not _REPORT_ONLY.value, command=command)
+  if _ISOLATION.value == 'subprocess':
+    stop = CHILD_STOP
+  else:
+    from alexnet_jax import preemption  # pylint: disable=import-outside-toplevel
+    stop = preemption.STOP
+  try:
+    with stop:
+      results = run_sweep(sweep, base, _WORKDIR.value, seeds, isolation=_ISOLATION.value,
+                          child_flags=child_flags, only=_VARIANTS.value,
+                          train_runs=not _REPORT_ONLY.value, command=command)
+  except Interrupted as e:
+    logging.warning('Sweep stopped: %s; its checkpoint is saved. Run the same command to resume.',
+                    e)
+    return
   print(report.console_summary(results, _WORKDIR.value))
 
 

@@ -5,8 +5,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import matplotlib.image
 import numpy as np
@@ -127,10 +129,85 @@ def test_a_finished_run_of_another_config_is_refused(tiny_sweep_dir):
 
 
 def test_a_crashed_child_is_reported(tmp_path, monkeypatch):
-  monkeypatch.setattr(sweep.subprocess, 'call', lambda *args, **kwargs: -9)  # Killed, no marker.
+  class KilledChild:  # Killed (e.g. out of memory) before it wrote its marker.
+    def __init__(self, *args, **kwargs):
+      pass
+
+    def wait(self):
+      return -9
+
+  monkeypatch.setattr(sweep.subprocess, 'Popen', KilledChild)
   marker = sweep.train_in_child(tiny_config(), str(tmp_path), 'paper', 0, child_flags=[])
   assert marker['status'] == 'failed' and 'status -9' in marker['error']
   assert sweep.read_marker(str(tmp_path))['status'] == 'failed'
+
+
+def test_a_run_stopped_by_a_signal_is_not_marked_and_stops_the_sweep(tmp_path, monkeypatch):
+  from alexnet_jax import preemption
+  monkeypatch.setattr(preemption.STOP, 'signal_name', None)  # Restored after the test.
+
+  def stopped_at_a_step_boundary(config, directory):
+    del config, directory
+    preemption.STOP.signal_name = 'SIGTERM'  # What the handler does; the trainer then returns.
+
+  monkeypatch.setattr(train, 'train_and_evaluate', stopped_at_a_step_boundary)
+  with pytest.raises(sweep.Interrupted, match='SIGTERM'):
+    sweep.train_in_process(tiny_config(), str(tmp_path))
+  assert sweep.read_marker(str(tmp_path)) is None  # Not done: the next invocation resumes it.
+
+
+def test_a_child_that_stopped_gracefully_is_not_marked(tmp_path, monkeypatch):
+  class StoppedChild:
+    def __init__(self, *args, **kwargs):
+      assert kwargs['start_new_session']  # A terminal's Ctrl-C must reach only the parent.
+
+    def wait(self):
+      return sweep.INTERRUPTED_EXIT
+
+  monkeypatch.setattr(sweep.subprocess, 'Popen', StoppedChild)
+  with pytest.raises(sweep.Interrupted, match='exit status 3'):
+    sweep.train_in_child(tiny_config(), str(tmp_path), 'paper', 0, child_flags=[])
+  assert sweep.read_marker(str(tmp_path)) is None
+  # Asked to stop between two runs: no child is started at all.
+  monkeypatch.setattr(sweep.CHILD_STOP, 'signal_name', 'SIGINT')
+  monkeypatch.setattr(sweep.subprocess, 'Popen', None)
+  with pytest.raises(sweep.Interrupted, match='SIGINT'):
+    sweep.train_in_child(tiny_config(), str(tmp_path / 'next'), 'no_lrn', 0, child_flags=[])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_child_run_with_a_checkpoint_and_the_rerun_finishes_it(tmp_path):
+  """The real runner, a run in a child process: SIGTERM to the parent (as `kill PID` or a batch
+  system sends it) reaches the child once; it saves at a step boundary, and the same command
+  finishes the run from there."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = str(tmp_path / 'sweep')
+  command = [sys.executable, 'experiments/sweep.py', '--sweep=ablations', '--quick', '--seeds=1',
+             '--variants=paper', f'--workdir={workdir}', '--base_config.num_train_steps=150',
+             '--base_config.checkpoint_every_steps=1000', '--base_config.eval_every_steps=1000']
+  env = {**os.environ, 'PYTHONPATH': root, 'XLA_FLAGS': ''}
+  directory = os.path.join(workdir, 'paper', 'seed0')
+  metrics = os.path.join(directory, 'metrics.jsonl')
+  parent = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 600
+  while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 3):
+    assert parent.poll() is None and time.monotonic() < deadline, parent.communicate()[1][-3000:]
+    time.sleep(0.5)
+  parent.send_signal(signal.SIGTERM)
+  _, stderr = parent.communicate(timeout=600)
+  assert parent.returncode == 0, stderr[-3000:]
+  assert 'Run the same command to resume' in stderr
+  assert sweep.read_marker(directory) is None
+  saved = [int(name) for name in os.listdir(os.path.join(directory, 'checkpoints'))
+           if name.isdigit()]
+  assert saved and max(saved) < 150, saved  # Saved where it stopped, not at the end.
+  again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900,
+                         check=False)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert sweep.read_marker(directory)['status'] == 'finished'
+  steps = [json.loads(line)['step'] for line in open(metrics) if 'train/loss' in line]
+  assert steps[-1] == 150 and max(saved) + 1 in steps  # Went on from the saved step.
 
 
 def _write_run(directory, batch_size, train_rows, eval_rows, status='finished'):
