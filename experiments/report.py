@@ -334,6 +334,10 @@ def _fig1_lines(results: Results, ablation: sweeps.Ablation) -> list[str]:
       text += ' (paper: ~6x at 25% on CIFAR-10)'
     elif 'tanh' in reached and not reached['tanh']['n']:
       text += '; tanh never reached it within the budget'
+      bounds = fig1_ratios(results, choice, target)['per_seed']
+      if bounds:  # Each tanh seed's last step over its ReLU seed's crossing.
+        text += (f': tanh / relu > {min(bounds):.2f}x (per seed, at least '
+                 f'{", ".join(f"{v:.2f}" for v in bounds)})')
     lines.append(f'- {unit} to {100 * target:g}% training error: {text}')
   return lines
 

@@ -188,7 +188,9 @@ FIG1 = Sweep(
                     'input.pixel_range': 255.0, 'input.mean_subtraction': 'per_pixel'},
         'imagenet2012': {'num_epochs': 1, 'num_train_steps': -1},
     },
-    target_train_errors={'fashion_mnist': (0.25, 0.15), 'cifar10': (0.25,),
+    # CIFAR-10: the figure's 25% (first: the plot's line), and 35% and 30%, which tanh reaches
+    # within CIFAR10_FIG1_EPOCHS: how the ratio grows as the target falls.
+    target_train_errors={'fashion_mnist': (0.25, 0.15), 'cifar10': (0.25, 0.3, 0.35),
                          'imagenet2012': (0.9, 0.75)},
     default_seeds=3,
     report='fig1',

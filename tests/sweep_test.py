@@ -279,6 +279,15 @@ def test_fig1_ratio_per_seed_and_its_lower_bound(tmp_path):
   assert 'per seed: 4.00, 2.00, 5.00' in report.markdown(results)
 
 
+def test_fig1_when_no_tanh_seed_gets_there_the_table_gives_the_lower_bounds(tmp_path):
+  ablation = sweeps.FIG1.ablations[0]
+  relu, tanh = ([v for v in ablation.variants if v.startswith(a)][0] for a in ('relu', 'tanh'))
+  results = _fig1_results(tmp_path, {relu: [10, 20], tanh: [None, None]}, seeds=2)
+  # Each tanh seed ran to step 50 without crossing: at least 50/10 and 50/20.
+  assert 'tanh never reached it within the budget: tanh / relu > 2.50x (per seed, at least ' \
+         '5.00, 2.50)' in report.markdown(results)
+
+
 def test_welch_interval_is_scipys():
   rng = np.random.default_rng(0)
   a, b = rng.normal(1.0, 0.5, size=3), rng.normal(0.2, 0.1, size=4)
