@@ -313,7 +313,7 @@ def fig1_ratios(results: Results, choice: dict[str, str], target: float) -> dict
 
 def _fig1_lines(results: Results, ablation: sweeps.Ablation) -> list[str]:
   choice = fig1_choice(results, ablation)
-  lines = [f'- fastest learning rate per activation: '
+  lines = ['- fastest learning rate per activation: '
            + ', '.join(f'{a}: {v}' for a, v in choice.items())]
   unit = 'epochs' if results.in_epochs else 'steps'
   for target in results.targets:
