@@ -52,7 +52,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import flags
-from ml_collections import config_flags
 
 from alexnet_jax import cli
 from alexnet_jax.errors import UserError, exit_on_user_error
@@ -547,9 +546,8 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   # Flags only when run as a program, so tests can import this module.
-  _CONFIG = config_flags.DEFINE_config_file(
-      'config', os.path.join(ROOT, 'configs', 'imagenet.py'), 'Model config (the paper by default).',
-      lock_config=True)
+  _CONFIG = cli.define_config_flag(os.path.join(ROOT, 'configs', 'imagenet.py'),
+                                   'Model config (the paper by default).')
   _OUT = flags.DEFINE_string('out', 'accelerator_check.json', 'Where the JSON report goes.')
   _SECTIONS = flags.DEFINE_list('sections', list(SECTIONS), 'Which checks to run.')
   _BATCH_SIZES = flags.DEFINE_list('batch_sizes', None,
@@ -570,10 +568,9 @@ if __name__ == '__main__':
   _WORKER_TIMEOUT = flags.DEFINE_float('worker_timeout', 1200, 'Seconds before the measuring '
                                        'process is stopped.')
   # The input pipeline is always ImageNet's, whatever model --config measures.
-  _PIPELINE_CONFIG = config_flags.DEFINE_config_file(
-      'pipeline_config', os.path.join(ROOT, 'configs', 'imagenet.py'), 'Config of the timed input '
-      'pipeline (an ImageNet one: decode, augmentation, PCA lighting, its batch size).',
-      lock_config=True)
+  _PIPELINE_CONFIG = cli.define_config_flag(
+      os.path.join(ROOT, 'configs', 'imagenet.py'), 'Config of the timed input pipeline (an '
+      'ImageNet one: decode, augmentation, PCA lighting, its batch size).', name='pipeline_config')
   _PIPELINE_WORKDIR = flags.DEFINE_string('pipeline_workdir', None, 'Where the fake ILSVRC tars '
                                           'and their prepared TFDS copy go (kept for reruns).')
   _PIPELINE_PER_CLASS = flags.DEFINE_integer('pipeline_images_per_class', 160, 'Fake training '

@@ -49,9 +49,19 @@ def load_trained_model():
   return trained_model.load(FLAGS.workdir, FLAGS.checkpoint)
 
 
-def define_config_flag(default: str | None, help_text: str) -> flags.FlagHolder:
-  """--config=FILE.py (its get_config()), with --config.KEY=VALUE overrides of any field."""
-  return config_flags.DEFINE_config_file('config', default, help_text, lock_config=True)
+def define_config_flag(default: str | None, help_text: str,
+                       name: str = 'config') -> flags.FlagHolder:
+  """--NAME=FILE.py (its get_config()), with --NAME.KEY=VALUE overrides of any field.
+
+  With a default file, ml_collections loads it and applies the command line's overrides right
+  here, at definition: a mistake there becomes the one `error:` line (exit 2), as in
+  parse_flags.
+  """
+  try:
+    return config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
+  except Exception as e:  # pylint: disable=broad-except  # A config file runs any code.
+    print(f'error: {_config_error(sys.argv, e)}', file=sys.stderr)
+    sys.exit(2)
 
 
 def config_value(name: str = 'config',

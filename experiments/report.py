@@ -296,10 +296,11 @@ def fig1_ratios(results: Results, choice: dict[str, str], target: float) -> dict
   """tanh / ReLU epochs (or steps) to `target`: the ratio of the means and the per-seed ratios,
   seed k of tanh over seed k of ReLU (same data order). A seed that never reached the target
   within the run gives only a lower bound, its last logged step."""
-  runs = {a: [r for r in results.runs[choice[a]] if r.status == 'finished']
+  runs = {a: {r.seed_index: r for r in results.runs[choice[a]] if r.status == 'finished'}
           for a in ('relu', 'tanh')}
   per_seed, lower_bound = [], False
-  for relu, tanh in zip(runs['relu'], runs['tanh']):
+  for seed_index in sorted(runs['relu'].keys() & runs['tanh'].keys()):  # Pairs of one seed.
+    relu, tanh = runs['relu'][seed_index], runs['tanh'][seed_index]
     relu_at, tanh_at = relu.first_step_below(target), tanh.first_step_below(target)
     if relu_at is None:
       continue

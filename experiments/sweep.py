@@ -37,8 +37,8 @@ from experiments import report, sweeps  # noqa: E402
 
 FLAGS = flags.FLAGS
 _SWEEP = flags.DEFINE_enum('sweep', 'ablations', list(sweeps.SWEEPS), 'Which sweep to run.')
-_BASE = config_flags.DEFINE_config_file('base_config', 'configs/default.py',
-                                        'Config every variant starts from.')
+_BASE = cli.define_config_flag('configs/default.py', 'Config every variant starts from.',
+                               name='base_config')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the runs, tables and figures.')
 _SEEDS = flags.DEFINE_integer('seeds', None, 'Seeds per variant (default: the sweep\'s).')
 _QUICK = flags.DEFINE_bool('quick', False, 'A tiny net for a few steps: exercises the runner.')
@@ -356,8 +356,8 @@ def main(argv):
                           child_flags=child_flags, only=_VARIANTS.value,
                           train_runs=not _REPORT_ONLY.value, command=command)
   except Interrupted as e:
-    logging.warning('Sweep stopped: %s; its checkpoint is saved. Run the same command to resume.',
-                    e)
+    logging.warning('Sweep stopped: %s. Run the same command to resume (from the run\'s last '
+                    'checkpoint).', e)
     return
   print(report.console_summary(results, _WORKDIR.value))
 

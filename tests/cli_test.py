@@ -119,6 +119,13 @@ BAD_COMMAND_LINES = (
     (['-m', 'alexnet_jax.convert', '--caffe=w.npz', '--workdir={tmp}/w'],
      'error: --config is required: a config file such as configs/bvlc_alexnet.py (the '
      'architecture of the weights).'),
+    # A default config file: ml_collections applies the overrides when the flag is defined.
+    (['experiments/sweep.py', '--workdir={tmp}/s', '--base_config.num_train_stepz=5'],
+     'error: --base_config.num_train_stepz names a field the config does not have. Did you mean '
+     '"num_train_steps"'),
+    (['-m', 'alexnet_jax.benchmark', '--config.batch_sizee=3'],
+     'error: --config.batch_sizee names a field the config does not have. Did you mean '
+     '"batch_size"'),
     (['experiments/lenet_vs_alexnet.py'],
      'error: pass the trained workdirs to compare: python experiments/lenet_vs_alexnet.py '
      'WORKDIR...'),

@@ -209,11 +209,16 @@ def _called_name(call):
 
 
 def _flags_of_call(call):
-  """The flag a call defines: flags.DEFINE_*('name', ...), or cli.define_config_flag's 'config'."""
+  """The flag a call defines: flags.DEFINE_*('name', ...), or cli.define_config_flag's `name=`
+  ('config' by default)."""
   name = _called_name(call)
   if name.startswith('DEFINE') and call.args and isinstance(call.args[0], ast.Constant):
     return {call.args[0].value}
-  return {'config'} if name == 'define_config_flag' else set()
+  if name != 'define_config_flag':
+    return set()
+  given = [k.value.value for k in call.keywords
+           if k.arg == 'name' and isinstance(k.value, ast.Constant)]
+  return set(given) or {'config'}
 
 
 @functools.cache

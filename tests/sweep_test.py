@@ -288,6 +288,15 @@ def test_fig1_when_no_tanh_seed_gets_there_the_table_gives_the_lower_bounds(tmp_
          '5.00, 2.50)' in report.markdown(results)
 
 
+def test_fig1_ratio_pairs_each_seed_with_the_same_seed(tmp_path):
+  ablation = sweeps.FIG1.ablations[0]
+  relu, tanh = ([v for v in ablation.variants if v.startswith(a)][0] for a in ('relu', 'tanh'))
+  results = _fig1_results(tmp_path, {relu: [10, 20, 10], tanh: [40, 40, 20]}, seeds=3)
+  results.runs[relu][0].status = 'failed'  # ReLU seed 0 failed: tanh seed 0 has no partner.
+  ratios = report.fig1_ratios(results, {'relu': relu, 'tanh': tanh}, 0.25)
+  assert ratios == {'per_seed': [2.0, 2.0], 'lower_bound': False}  # Not [40/20, 40/10].
+
+
 def test_welch_interval_is_scipys():
   rng = np.random.default_rng(0)
   a, b = rng.normal(1.0, 0.5, size=3), rng.normal(0.2, 0.1, size=4)
