@@ -429,16 +429,17 @@ def _command_config(command):
 
 def test_sweep_lengths_are_the_budgets():
   from experiments import sweeps  # pylint: disable=import-outside-toplevel
-  line, match = _find('README.md', r'ablations: (\d+) epochs? x (\d+) seeds per variant; Fig\. 1:'
-                      r'\s+(\d+) epochs? x (\d+) seeds per variant')
+  line, match = _find('README.md', r'`--seeds=(\d+)`; ablations: (\d+) epochs? per run; Fig\. 1:'
+                      r'\s+(\d+) epochs? per run')
   ablations, fig1 = sweeps.SWEEPS['ablations'], sweeps.SWEEPS['fig1']
   # The seeds are those of the commands that made the recorded Fashion-MNIST results.
   results = 'experiments/results/README.md'
   seeds = [int(re.search(r'--seeds=(\d+)', _find(results, rf'python experiments/sweep\.py '
                                                  rf'--sweep={name} --base_config=configs/default\.py [^\n]*')[1].group(0)).group(1))
            for name in ('ablations', 'fig1')]
-  budget = (ablations.budgets['fashion_mnist']['num_epochs'], seeds[0],
-            fig1.budgets['fashion_mnist']['num_epochs'], seeds[1])
+  assert seeds[0] == seeds[1], f'{results}: the two commands use different --seeds: {seeds}'
+  budget = (seeds[0], ablations.budgets['fashion_mnist']['num_epochs'],
+            fig1.budgets['fashion_mnist']['num_epochs'])
   assert tuple(int(g) for g in match.groups()) == budget, \
       f'README.md:{line}: {match.group(0)!r}; experiments/sweeps.py and {results} say {budget}'
 
