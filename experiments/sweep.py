@@ -31,7 +31,7 @@ import ml_collections  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from alexnet_jax import cli, registry  # noqa: E402
+from alexnet_jax import cli, preemption, registry  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
 from experiments import report, sweeps  # noqa: E402
 
@@ -59,33 +59,17 @@ class Interrupted(Exception):
   it has no marker, so the next invocation resumes it."""
 
 
-class ChildStop:
-  """The parent of child runs: the first SIGTERM/SIGINT is recorded and passed on to the running
-  child as one SIGTERM (the child is in its own session, so a terminal's Ctrl-C reaches only the
-  parent; a second signal would kill it before it saves). A second signal acts as usual."""
+class ChildStop(preemption.StopRequest):
+  """preemption.STOP for the parent of child runs: the first SIGTERM/SIGINT is also passed on to
+  the running child as one SIGTERM (the child is in its own session, so a terminal's Ctrl-C
+  reaches only the parent; a second signal would kill it before it saves)."""
 
   def __init__(self):
-    self.signal_name: str | None = None
+    super().__init__()
     self.child: subprocess.Popen | None = None
-    self._previous: dict[int, Any] = {}
-
-  def __enter__(self) -> 'ChildStop':
-    for signum in (signal.SIGTERM, signal.SIGINT):
-      self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def __exit__(self, *exc_info) -> None:
-    self._restore()
-
-  def _restore(self) -> None:
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    self._previous = {}
 
   def _handle(self, signum: int, frame: Any) -> None:
-    del frame
-    self.signal_name = signal.Signals(signum).name
-    self._restore()
+    super()._handle(signum, frame)
     if self.child is not None and self.child.poll() is None:
       self.child.send_signal(signal.SIGTERM)
 
@@ -168,8 +152,7 @@ def train_in_process(config: ml_collections.ConfigDict, directory: str) -> dict[
   Raises Interrupted (and writes no marker) when preemption.STOP, entered by the caller, stopped
   the run early.
   """
-  # Imported late: the parent of child processes never needs JAX.
-  from alexnet_jax import preemption, train
+  from alexnet_jax import train  # Imported late: the parent of child processes never needs it.
   start, cpu_start = time.perf_counter(), _cpu_seconds(resource.RUSAGE_SELF)
   try:
     train.train_and_evaluate(config, directory)
@@ -333,7 +316,6 @@ def main(argv):
       root, run_base = os.path.join(root, TUNING_DIR), tuning_config(sweep, base)
     [(_, _, config)] = [r for r in plan(sweep, run_base, int(seed_index) + 1, [variant])
                         if r[1] == int(seed_index)]
-    from alexnet_jax import preemption  # pylint: disable=import-outside-toplevel
     try:
       with preemption.STOP:
         marker = train_in_process(config, run_dir(root, variant, int(seed_index)))
@@ -345,11 +327,7 @@ def main(argv):
   command = ' '.join(['python', 'experiments/sweep.py', *arguments])
   child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
                  f'--quick={_QUICK.value}', *_forwarded_base_config_args(sys.argv)]
-  if _ISOLATION.value == 'subprocess':
-    stop = CHILD_STOP
-  else:
-    from alexnet_jax import preemption  # pylint: disable=import-outside-toplevel
-    stop = preemption.STOP
+  stop = CHILD_STOP if _ISOLATION.value == 'subprocess' else preemption.STOP
   try:
     with stop:
       results = run_sweep(sweep, base, _WORKDIR.value, seeds, isolation=_ISOLATION.value,
