@@ -49,9 +49,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], learning_rate: ja
                tx: optax.GradientTransformation) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step; returns the new state and the batch's metric sums.
 
-  A step whose loss, gradients or updated parameters are not finite leaves params and optimizer
-  state unchanged and is reported in the sums ('nonfinite_steps', 'first_nonfinite_step'); the
-  loop then stops or skips it (config.nan_policy, `NanPolicy`).
+  A step whose loss or gradients are not finite leaves params and optimizer state unchanged and
+  is reported in the sums ('nonfinite_steps', 'first_nonfinite_step'); the loop then stops or
+  skips it (config.nan_policy, `NanPolicy`). The guard is decided before the update, so the
+  update runs in place under a `lax.cond` (checking the updated parameters as well, then
+  selecting between old and new state, took two more passes over the 61M parameters: the
+  paper model's batch-32 step was 1.12x slower, docs/performance.md). Finite gradients can still
+  overflow float32 parameters (an absurd learning rate): `NanPolicy.check_params` catches that
+  before any save or evaluation.
   """
   step_key = jax.random.fold_in(dropout_key, state.step)
 
@@ -64,12 +69,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], learning_rate: ja
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
   opt_state = state.opt_state
   opt_state.hyperparams['learning_rate'] = learning_rate
-  updates, new_opt_state = tx.update(grads, opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  finite = jnp.isfinite(sums['loss']) & jnp.all(jnp.array(
-      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((grads, params))]))
-  params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                   (params, new_opt_state), (state.params, opt_state))
+  finite = jnp.isfinite(sums['loss']) & _all_finite(grads)
+
+  def update(params, opt_state):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  params, opt_state = jax.lax.cond(finite, update, lambda *unchanged: unchanged, state.params,
+                                   opt_state)
   sums = {name: jnp.where(finite, value, 0.0) for name, value in sums.items()}
   sums['nonfinite_steps'] = 1 - finite.astype(jnp.int32)
   sums['first_nonfinite_step'] = jnp.where(finite, NO_NONFINITE_STEP, state.step + 1)
@@ -77,6 +84,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], learning_rate: ja
 
 
 NO_NONFINITE_STEP = np.iinfo(np.int32).max
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  """True (a scalar) when every entry of every leaf is finite."""
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+_params_finite = jax.jit(_all_finite)
 
 
 def accumulate(total: dict[str, jax.Array] | None,
@@ -137,15 +152,27 @@ class NanPolicy:
     """Non-finite steps in host `sums`; with policy 'stop' any such step raises UserError."""
     count = int(sums['nonfinite_steps'])
     if count and self.policy == 'stop':
-      self._ckpt.wait_until_finished()  # A save in flight holds a finite state: let it complete.
-      newest = self._ckpt.latest_step()
       raise UserError(
-          f'non-finite loss, gradients or parameters at step {int(sums["first_nonfinite_step"])}; '
-          'training stopped without applying it (the newest checkpoint, '
-          f'{"none" if newest is None else f"step {newest}"} in {self._ckpt.directory}, is '
-          "intact). Lower config.learning_rate, set config.grad_clip_norm, or set "
-          "config.nan_policy='skip' to skip such steps.")
+          f'non-finite loss or gradients at step {int(sums["first_nonfinite_step"])}; training '
+          f'stopped without applying it ({self._intact()}). Lower config.learning_rate, set '
+          "config.grad_clip_norm, or set config.nan_policy='skip' to skip such steps.")
     return count
+
+  def check_params(self, params: Any, step: int) -> None:
+    """UserError, whatever the policy, if `params` (after `step`) are not finite: an update from
+    finite gradients overflowed float32. Such a step is applied (the guard is decided before the
+    update), so the loop calls this before every save and evaluation."""
+    if not bool(_params_finite(params)):
+      raise UserError(
+          f'the parameters are not finite after step {step}: an update from finite gradients '
+          f'overflowed float32; training stopped without saving them ({self._intact()}). Lower '
+          'config.learning_rate or set config.grad_clip_norm.')
+
+  def _intact(self) -> str:
+    self._ckpt.wait_until_finished()  # A save in flight holds a finite state: let it complete.
+    newest = self._ckpt.latest_step()
+    return (f'the newest checkpoint, {"none" if newest is None else f"step {newest}"} in '
+            f'{self._ckpt.directory}, is intact')
 
 
 NONFINITE_KEYS = ('nonfinite_steps', 'first_nonfinite_step')
@@ -186,7 +213,7 @@ class ProgressReport:
     if self._nan_policy.policy == 'skip':
       scalars['train/skipped_steps'] = skipped
       if skipped:
-        logging.warning('Skipped %d step(s) with non-finite loss, gradients or parameters in '
+        logging.warning('Skipped %d step(s) with non-finite loss or gradients in '
                         'steps %d-%d (the first: step %d).', skipped, self._interval_step + 1,
                         step, sums['first_nonfinite_step'])
     elapsed = self._clock() - self._interval_start
@@ -386,12 +413,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       sums = None
     eval_interrupted = False
     if _due(position.step, config.eval_every_steps, total_steps) or reached_target:
+      nan_policy.check_params(state.params, position.step)
       with report.paused():
         eval_interrupted = evaluate_and_record(state.params, position.step, stop) is None
     stopping = stop.reached(position.step) or reached_target
     if _due(position.step, config.checkpoint_every_steps, total_steps) or stopping:
       if sums is not None:
         nan_policy.check(jax.device_get(sums))  # Never save past a step 'stop' rejects.
+      nan_policy.check_params(state.params, position.step)
       writer.flush()  # The metrics rows up to a checkpoint are on disk with it.
       save_checkpoint(ckpt, state, position, plateau, length.step_batch_size, eval_interrupted)
     if stopping:

@@ -417,6 +417,27 @@ def test_a_non_finite_step_changes_nothing_and_is_flagged():
   assert not np.array_equal(after.params['fc8']['bias'], state.params['fc8']['bias'])
 
 
+def test_an_update_that_overflows_is_applied_and_left_to_the_parameter_check(tmp_path):
+  # The guard is decided from the loss and gradients before the update (in place, under a
+  # lax.cond). A class bias of 1e10 with every label that class: the loss is ~0, every gradient
+  # finite, but weight decay's lr * wd * w = 1e38 * 5e-4 * 1e10 overflows float32.
+  config = tiny_config()
+  model = registry.create_model(config.model)
+  tx = optim.create_optimizer(config)
+  state = train.create_train_state(model, tx, jax.random.key(0), (67, 67, 1))
+  params = jax.tree.map(lambda x: x, state.params)
+  params['fc8']['bias'] = params['fc8']['bias'].at[0].set(1e10)
+  state = state.replace(params=params)
+  batch = {'image': jax.random.normal(jax.random.key(2), (8, 67, 67, 1)),
+           'label': jnp.zeros(8, jnp.int32)}
+  after, sums = jax.jit(lambda s: train.train_step(s, batch, jnp.float32(1e38), jax.random.key(1),
+                                                   model=model, tx=tx))(state)
+  assert int(sums['nonfinite_steps']) == 0 and np.isfinite(float(sums['loss']))
+  assert not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(after.params))
+  with pytest.raises(UserError, match='^the parameters are not finite after step 1: '):
+    train.NanPolicy('skip', checkpoint.Checkpointer(str(tmp_path))).check_params(after.params, 1)
+
+
 def test_gradient_clipping_scales_the_global_norm():
   config = tiny_config(grad_clip_norm=1.0, learning_rate=0.01, momentum=0.9, weight_decay=0.0)
   tx = optim.create_optimizer(config)
@@ -453,7 +474,7 @@ def test_nan_policy_stop_names_the_step_and_keeps_the_checkpoints(
   with pytest.raises(UserError) as error:
     train.train_and_evaluate(run_config(num_train_steps=18, learning_rate=1e30), workdir)
   message = str(error.value)
-  found = re.match(r'non-finite loss, gradients or parameters at step (\d+); training stopped '
+  found = re.match(r'non-finite loss or gradients at step (\d+); training stopped '
                    r'without applying it \(the newest checkpoint, step (\d+) in ', message)
   bad_step, newest = int(found[1]), int(found[2])
   assert 12 < bad_step <= 18 and '\n' not in message

@@ -52,12 +52,27 @@ def _dataset(**fields):
 def test_nan_policy_stop_names_the_step_and_the_intact_checkpoint():
   ckpt = _Checkpointer(newest=12)
   assert train.NanPolicy('stop', ckpt).check(_sums()) == 0
-  with pytest.raises(UserError, match=r'^non-finite loss, gradients or parameters at step 14; '
+  with pytest.raises(UserError, match=r'^non-finite loss or gradients at step 14; '
                      r'training stopped without applying it \(the newest checkpoint, step 12 in '
                      r'/w/checkpoints, is intact\)\. Lower config.learning_rate'):
     train.NanPolicy('stop', ckpt).check(_sums(0, nonfinite=2, first=14))
   assert ckpt.waited  # A save in flight finished first: it holds a finite state.
   assert train.NanPolicy('skip', ckpt).check(_sums(0, nonfinite=2, first=14)) == 2
+
+
+@pytest.mark.parametrize('policy', ['stop', 'skip'])
+def test_parameters_an_update_overflowed_stop_training_under_either_policy(policy):
+  ckpt = _Checkpointer(newest=12)
+  finite = {'a': {'kernel': jnp.ones((2, 3))}, 'b': jnp.zeros(4)}
+  train.NanPolicy(policy, ckpt).check_params(finite, 15)  # Nothing to say.
+  assert not ckpt.waited
+  overflowed = {'a': {'kernel': jnp.ones((2, 3))}, 'b': jnp.zeros(4).at[2].set(jnp.inf)}
+  with pytest.raises(UserError, match=r'^the parameters are not finite after step 15: an update '
+                     r'from finite gradients overflowed float32; training stopped without saving '
+                     r'them \(the newest checkpoint, step 12 in /w/checkpoints, is intact\)\. '
+                     r'Lower config.learning_rate'):
+    train.NanPolicy(policy, ckpt).check_params(overflowed, 15)
+  assert ckpt.waited
 
 
 def test_progress_report_counts_training_time_only(caplog):
