@@ -1,13 +1,15 @@
-"""oneDNN convolutions for the CPU training step, called from XLA through `jax.ffi`.
+"""oneDNN convolutions and max-pooling for the CPU training step, called from XLA through `jax.ffi`.
 
 XLA:CPU runs the gradients of AlexNet's convolutions far below its own forward speed; oneDNN's
 kernels compute the same sums several times faster (docs/performance.md has the measurements).
-The kernels live in csrc/onednn_conv.cc, which `make setup` compiles against the oneDNN wheel
-(requirements.txt) into `_onednn_conv.so` next to this file. float32 and bfloat16 (all operands
-and results of one dtype) are supported. Without that library, or on another platform than the
-CPU, `ops.conv` keeps XLA's own convolutions: `status()` says which kernels run.
+Max-pooling's forward keeps oneDNN's workspace (which tap won each window), so its backward is
+one pass instead of XLA's tap-by-tap selects. The kernels live in csrc/onednn_conv.cc, which
+`make setup` compiles against the oneDNN wheel (requirements.txt) into `_onednn_conv.so` next to
+this file. float32 and bfloat16 (all operands and results of one dtype) are supported. Without
+that library, or on another platform than the CPU, `ops.conv` and `ops.max_pool` keep XLA's own
+kernels: `status()` says which kernels run.
 
-Set ALEXNET_JAX_ONEDNN=0 to use XLA's convolutions even when the library is built.
+Set ALEXNET_JAX_ONEDNN=0 to use XLA's kernels even when the library is built.
 """
 
 import contextlib
@@ -19,16 +21,20 @@ from jax import lax
 import numpy as np
 
 LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_onednn_conv.so')
-_DIRECTIONS = {'forward': 'AlexnetConvForward', 'backward_data': 'AlexnetConvBackwardData',
-               'backward_weights': 'AlexnetConvBackwardWeights'}
+_DIRECTIONS = {'conv_forward': 'AlexnetConvForward',
+               'conv_backward_data': 'AlexnetConvBackwardData',
+               'conv_backward_weights': 'AlexnetConvBackwardWeights',
+               'max_pool_forward': 'AlexnetMaxPoolForward',
+               'max_pool_backward': 'AlexnetMaxPoolBackward'}
 _TYPES = {'float32': '', 'bfloat16': 'Bf16'}  # The handlers' symbol suffix per dtype.
 _registered = False
 _load_error = ''
+_workspace_bytes = None  # The library's AlexnetPoolWorkspaceBytes, once loaded.
 
 
 def _register() -> bool:
   """Loads the library and registers its handlers with XLA once; False if it cannot be loaded."""
-  global _registered, _load_error
+  global _registered, _load_error, _workspace_bytes
   if _registered or _load_error:
     return _registered
   if not os.path.exists(LIBRARY_PATH):
@@ -44,6 +50,9 @@ def _register() -> bool:
       jax.ffi.register_ffi_target(_target(direction, dtype),
                                   jax.ffi.pycapsule(getattr(library, symbol + suffix)),
                                   platform='cpu')
+  _workspace_bytes = library.AlexnetPoolWorkspaceBytes
+  _workspace_bytes.restype = ctypes.c_int64
+  _workspace_bytes.argtypes = [ctypes.c_int64] * 9
   _registered = True
   return True
 
@@ -82,11 +91,11 @@ def status() -> str:
     return f'XLA convolutions ({jax.default_backend()} backend)'
   if not _register():
     return f'XLA convolutions ({_load_error})'
-  return 'oneDNN convolution kernels'
+  return 'oneDNN convolution and max-pool kernels'
 
 
 def _target(direction: str, dtype: str) -> str:
-  return f'alexnet_jax_conv_{direction}_{dtype}'
+  return f'alexnet_jax_{direction}_{dtype}'
 
 
 def supports(x, kernel, stride: int, padding: int) -> bool:
@@ -98,18 +107,20 @@ def supports(x, kernel, stride: int, padding: int) -> bool:
   return out_h > 0 and out_w > 0
 
 
-def _call(direction: str, result_shape, *args, stride: int, padding: int) -> jax.Array:
+def _call(direction: str, results, *args, **attributes) -> jax.Array | tuple[jax.Array, ...]:
+  """The library's `direction` handler on `args`; `results`: one ShapeDtypeStruct or a tuple of
+  them. Integer attributes (stride, padding, window) are passed as int64."""
   if not _register():
-    raise RuntimeError(f'oneDNN convolutions are unavailable: {_load_error}')
-  dtype = args[0].dtype
-  result = jax.ffi.ffi_call(_target(direction, str(dtype)),
-                            jax.ShapeDtypeStruct(result_shape, dtype),
-                            vmap_method='sequential')(*args, stride=np.int64(stride),
-                                                      padding=np.int64(padding))
+    raise RuntimeError(f'oneDNN kernels are unavailable: {_load_error}')
+  out = jax.ffi.ffi_call(_target(direction, str(args[0].dtype)), results,
+                         vmap_method='sequential')(
+                             *args, **{k: np.int64(v) for k, v in attributes.items()})
   # Inside shard_map the call's result is typed as the same on every device; it varies over
   # the mesh axes its operands vary over, as XLA's own convolution's result would.
-  varying = sorted(set().union(*(varying_axes(arg) for arg in args)))
-  return lax.pcast(result, tuple(varying), to='varying') if varying else result
+  varying = tuple(sorted(set().union(*(varying_axes(arg) for arg in args))))
+  if not varying:
+    return out
+  return jax.tree.map(lambda r: lax.pcast(r, varying, to='varying'), out)
 
 
 def varying_axes(x) -> frozenset:
@@ -123,16 +134,46 @@ def output_shape(x_shape, kernel_shape, stride: int, padding: int) -> tuple[int,
   return (x_shape[0], *out, kernel_shape[3])
 
 
+def _like(shape, x) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(tuple(shape), x.dtype)
+
+
 def conv_forward(x, kernel, stride: int, padding: int) -> jax.Array:
-  return _call('forward', output_shape(x.shape, kernel.shape, stride, padding), x, kernel,
-               stride=stride, padding=padding)
+  return _call('conv_forward', _like(output_shape(x.shape, kernel.shape, stride, padding), x), x,
+               kernel, stride=stride, padding=padding)
 
 
 def conv_backward_data(g, kernel, x_shape, stride: int, padding: int) -> jax.Array:
   """d loss / d x of the convolution, given g = d loss / d output."""
-  return _call('backward_data', x_shape, g, kernel, stride=stride, padding=padding)
+  return _call('conv_backward_data', _like(x_shape, g), g, kernel, stride=stride, padding=padding)
 
 
 def conv_backward_weights(x, g, kernel_shape, stride: int, padding: int) -> jax.Array:
   """d loss / d kernel of the convolution, given g = d loss / d output."""
-  return _call('backward_weights', kernel_shape, x, g, stride=stride, padding=padding)
+  return _call('conv_backward_weights', _like(kernel_shape, x), x, g, stride=stride,
+               padding=padding)
+
+
+def max_pool_workspace_bytes(x_shape, y_shape, window: int, stride: int, dtype) -> int:
+  """Bytes of oneDNN's max-pool workspace for NHWC `x_shape` -> `y_shape`; -1 where oneDNN has
+  no max-pool for them (then `ops.max_pool` keeps XLA's)."""
+  if str(dtype) not in _TYPES or not _register():
+    return -1
+  n, h, w, c = x_shape
+  return int(_workspace_bytes(n, c, h, w, y_shape[1], y_shape[2], window, stride,
+                              int(str(dtype) == 'bfloat16')))
+
+
+def max_pool_forward(x, y_shape, window: int, stride: int) -> tuple[jax.Array, jax.Array]:
+  """(VALID max-pool of NHWC x, whose windows must cover x exactly; the workspace for
+  `max_pool_backward`: uint8, which tap won each window, in oneDNN's own layout)."""
+  workspace = max_pool_workspace_bytes(x.shape, y_shape, window, stride, x.dtype)
+  return _call('max_pool_forward',
+               (_like(y_shape, x), jax.ShapeDtypeStruct((workspace,), np.uint8)), x,
+               window=window, stride=stride)
+
+
+def max_pool_backward(g, workspace, x_shape, window: int, stride: int) -> jax.Array:
+  """d loss / d x of the max-pool: each window's g goes to the tap its workspace names."""
+  return _call('max_pool_backward', _like(x_shape, g), g, workspace, window=window,
+               stride=stride)

@@ -83,10 +83,44 @@ def _window_taps(x: Array, window: int, stride: int, out_h: int, out_w: int):
                             (1, stride, stride, 1))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool(x: Array, window: int, stride: int) -> Array:
   """VALID max-pool over H and W of NHWC input; the same values and gradient as
-  `reference_max_pool` (each window's gradient goes to its first maximum in row-major order)."""
+  `reference_max_pool` (each window's gradient goes to its first maximum in row-major order).
+
+  On oneDNN's kernels where available (its backward is one pass over the workspace its forward
+  kept), else XLA's reduce_window with the tap-by-tap gradient below.
+  """
+  out_h, out_w = ((size - window) // stride + 1 for size in x.shape[1:3])
+  if onednn.available() and min(out_h, out_w) > 0 and onednn.max_pool_workspace_bytes(
+      x.shape, (x.shape[0], out_h, out_w, x.shape[3]), window, stride, x.dtype) >= 0:
+    # oneDNN wants the windows to cover the input exactly: drop the rows and columns no window
+    # reaches (their gradient is zero, as the slice's transpose pads it).
+    covered = x[:, :(out_h - 1) * stride + window, :(out_w - 1) * stride + window]
+    return _onednn_max_pool(covered, window, stride)
+  return _xla_max_pool(x, window, stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _onednn_max_pool(x: Array, window: int, stride: int) -> Array:
+  return _onednn_max_pool_fwd(x, window, stride)[0]
+
+
+def _onednn_max_pool_fwd(x, window, stride):
+  out_shape = (x.shape[0], *((size - window) // stride + 1 for size in x.shape[1:3]), x.shape[3])
+  y, workspace = onednn.max_pool_forward(x, out_shape, window, stride)
+  return y, (workspace, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+
+def _onednn_max_pool_bwd(window, stride, residuals, g):
+  workspace, x = residuals
+  return (onednn.max_pool_backward(g, workspace, x.shape, window, stride),)
+
+
+_onednn_max_pool.defvjp(_onednn_max_pool_fwd, _onednn_max_pool_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _xla_max_pool(x: Array, window: int, stride: int) -> Array:
   return reference_max_pool(x, window, stride)
 
 
@@ -131,7 +165,7 @@ def _max_pool_bwd(window, stride, residuals, g):
   return (dx[:, :height, :width],)
 
 
-max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+_xla_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')

@@ -33,15 +33,18 @@ _LAYER = re.compile(r'(conv\d|fc\d|lrn|max_pool|dropout)')
 
 
 def instruction_names(hlo_text: str) -> dict[str, str]:
-  """HLO instruction name -> its op_name metadata (the JAX operation it came from)."""
-  return {m.group(1): m.group(2) for m in
-          re.finditer(r'^\s+%(\S+) = .*?op_name="([^"]*)"', hlo_text, re.M)}
+  """HLO instruction name -> its op_name metadata (the JAX operation it came from), followed by
+  '/' and the custom-call target for a call into a library (oneDNN's max-pools carry no layer
+  name of their own)."""
+  found = re.finditer(r'^\s+%(\S+) = (?:.*?custom_call_target="([^"]*)")?.*?op_name="([^"]*)"',
+                      hlo_text, re.M)
+  return {m.group(1): m.group(3) + (f'/{m.group(2)}' if m.group(2) else '') for m in found}
 
 
 def category(instruction: str, op_name: str) -> tuple[str, str, str]:
   """(kind, pass, layer) of one executed instruction."""
   if instruction.startswith('ffi_call') or 'custom_call' in instruction:
-    kind = 'oneDNN conv'
+    kind = 'oneDNN max-pool' if 'max_pool' in op_name else 'oneDNN conv'
   elif instruction.startswith(('dot', 'ynn')):
     kind = 'matmul'
   else:

@@ -1,6 +1,6 @@
-// Convolutions for alexnet_jax's CPU training step, computed by oneDNN and called from XLA
-// through the XLA FFI. XLA:CPU runs the convolution gradients at a fraction of the speed of its
-// own forward convolution; oneDNN's kernels for the same maths are several times faster.
+// Convolutions and max-pooling for alexnet_jax's CPU training step, computed by oneDNN and called
+// from XLA through the XLA FFI. XLA:CPU runs the convolution gradients at a fraction of the speed
+// of its own forward convolution; oneDNN's kernels for the same maths are several times faster.
 //
 // Layouts are the model's: activations NHWC, kernels HWIO; float32, or bfloat16 (AMX on CPUs
 // that have it) with every operand and result in bfloat16. Every handler takes the
@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 
@@ -142,6 +143,9 @@ ffi::Error Guarded(Run run) {
     return ffi::Error::Success();
   } catch (const dnnl::error& e) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
+  } catch (const std::invalid_argument& e) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("onednn max-pool: ") +
+                                                            e.what());
   }
 }
 
@@ -208,6 +212,124 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultB
   });
 }
 
+
+// --- Max-pooling (VALID windows): forward for training, with oneDNN's workspace (which tap of
+// each window was the maximum), and backward from that workspace. XLA:CPU's reduce_window plus
+// the tap-by-tap gradient in alexnet_jax/ops.py make several passes over the input; oneDNN's
+// backward is one.
+
+struct PoolGeometry {
+  int64_t n, c, ih, iw, oh, ow, window, stride;
+  memory::data_type type;
+  auto Key() const { return std::make_tuple(n, c, ih, iw, oh, ow, window, stride, type); }
+  memory::desc Src() const { return memory::desc({n, c, ih, iw}, type, Tag::nhwc); }
+  memory::desc Dst() const { return memory::desc({n, c, oh, ow}, type, Tag::nhwc); }
+};
+
+struct PoolPrimitives {
+  dnnl::pooling_forward::primitive_desc forward_pd;
+  dnnl::pooling_forward forward;
+  dnnl::pooling_backward::primitive_desc backward_pd;
+  dnnl::pooling_backward backward;
+
+  explicit PoolPrimitives(const PoolGeometry& g) {
+    auto& engine = CpuEngine();
+    // The caller passes exactly the rows and columns the windows cover: no padding.
+    const memory::dims strides{g.stride, g.stride}, kernel{g.window, g.window}, dilation{0, 0},
+        pad{0, 0};
+    forward_pd = dnnl::pooling_forward::primitive_desc(
+        engine, dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, g.Src(), g.Dst(),
+        strides, kernel, dilation, pad, pad);
+    forward = dnnl::pooling_forward(forward_pd);
+    backward_pd = dnnl::pooling_backward::primitive_desc(
+        engine, dnnl::algorithm::pooling_max, g.Src(), g.Dst(), strides, kernel, dilation, pad,
+        pad, forward_pd);
+    backward = dnnl::pooling_backward(backward_pd);
+  }
+};
+
+PoolPrimitives& PoolPrimitivesFor(const PoolGeometry& g) {
+  static std::map<decltype(g.Key()), std::unique_ptr<PoolPrimitives>> cache;
+  auto& slot = cache[g.Key()];
+  if (!slot) slot = std::make_unique<PoolPrimitives>(g);
+  return *slot;
+}
+
+template <ffi::DataType T>
+PoolGeometry PoolFromShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> y,
+                            int64_t window, int64_t stride) {
+  // x: [N, H, W, C]; y: [N, OH, OW, C].
+  return PoolGeometry{x[0], x[3], x[1], x[2], y[1], y[2], window, stride, kOneDnnType<T>};
+}
+
+// Throws std::invalid_argument unless x [N, H, W, C] -> y [N, OH, OW, C] is covered exactly by
+// the windows and the workspace buffer has oneDNN's size for it.
+void CheckPool(ffi::Span<const int64_t> x, ffi::Span<const int64_t> y, int64_t window,
+               int64_t stride, size_t workspace_bytes, const PoolPrimitives& p) {
+  if (x.size() != 4 || y.size() != 4 || x[0] != y[0] || x[3] != y[3] ||
+      (y[1] - 1) * stride + window != x[1] || (y[2] - 1) * stride + window != x[2]) {
+    throw std::invalid_argument("expected NHWC input covered exactly by the windows");
+  }
+  if (p.forward_pd.workspace_desc().get_size() != workspace_bytes) {
+    throw std::invalid_argument("the workspace size differs from oneDNN's");
+  }
+}
+
+template <ffi::DataType T>
+ffi::Error PoolForwardImpl(ffi::Buffer<T> x, ffi::ResultBuffer<T> y,
+                           ffi::ResultBuffer<ffi::DataType::U8> workspace, int64_t window,
+                           int64_t stride) {
+  const auto g = PoolFromShapes<T>(x.dimensions(), y->dimensions(), window, stride);
+  return Guarded([&] {
+    auto& p = PoolPrimitivesFor(g);
+    CheckPool(x.dimensions(), y->dimensions(), window, stride, workspace->size_bytes(), p);
+    auto& engine = CpuEngine();
+    dnnl::stream stream(engine);
+    p.forward.execute(stream, {{DNNL_ARG_SRC, memory(g.Src(), engine, x.untyped_data())},
+                               {DNNL_ARG_DST, memory(g.Dst(), engine, y->untyped_data())},
+                               {DNNL_ARG_WORKSPACE,
+                                memory(p.forward_pd.workspace_desc(), engine,
+                                       workspace->untyped_data())}});
+    stream.wait();
+  });
+}
+
+template <ffi::DataType T>
+ffi::Error PoolBackwardImpl(ffi::Buffer<T> dy, ffi::Buffer<ffi::DataType::U8> workspace,
+                            ffi::ResultBuffer<T> dx, int64_t window, int64_t stride) {
+  const auto g = PoolFromShapes<T>(dx->dimensions(), dy.dimensions(), window, stride);
+  return Guarded([&] {
+    auto& p = PoolPrimitivesFor(g);
+    CheckPool(dx->dimensions(), dy.dimensions(), window, stride, workspace.size_bytes(), p);
+    auto& engine = CpuEngine();
+    dnnl::stream stream(engine);
+    p.backward.execute(stream, {{DNNL_ARG_DIFF_DST, memory(g.Dst(), engine, dy.untyped_data())},
+                                {DNNL_ARG_DIFF_SRC, memory(g.Src(), engine, dx->untyped_data())},
+                                {DNNL_ARG_WORKSPACE,
+                                 memory(p.forward_pd.workspace_desc(), engine,
+                                        const_cast<void*>(workspace.untyped_data()))}});
+    stream.wait();
+  });
+}
+
+}  // namespace
+
+// Bytes of the workspace a max-pool forward call returns, for the caller to allocate it: called
+// through ctypes when a max-pool is traced. -1 if oneDNN cannot build the primitive.
+extern "C" int64_t AlexnetPoolWorkspaceBytes(int64_t n, int64_t c, int64_t ih, int64_t iw,
+                                             int64_t oh, int64_t ow, int64_t window,
+                                             int64_t stride, int64_t bfloat16) {
+  try {
+    std::lock_guard<std::mutex> guard(ExecutionLock());
+    const PoolGeometry g{n, c, ih, iw, oh, ow, window, stride,
+                         bfloat16 ? memory::data_type::bf16 : memory::data_type::f32};
+    return static_cast<int64_t>(PoolPrimitivesFor(g).forward_pd.workspace_desc().get_size());
+  } catch (const dnnl::error&) {
+    return -1;
+  }
+}
+
+namespace {
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvForward, ForwardImpl<ffi::DataType::F32>,
@@ -257,3 +379,35 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvBackwardWeightsBf16, BackwardWeightsImp
                                   .Ret<ffi::Buffer<ffi::DataType::BF16>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetMaxPoolForward, PoolForwardImpl<ffi::DataType::F32>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::U8>>()
+                                  .Attr<int64_t>("window")
+                                  .Attr<int64_t>("stride"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetMaxPoolBackward, PoolBackwardImpl<ffi::DataType::F32>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::U8>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Attr<int64_t>("window")
+                                  .Attr<int64_t>("stride"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetMaxPoolForwardBf16, PoolForwardImpl<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::U8>>()
+                                  .Attr<int64_t>("window")
+                                  .Attr<int64_t>("stride"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetMaxPoolBackwardBf16, PoolBackwardImpl<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::U8>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Attr<int64_t>("window")
+                                  .Attr<int64_t>("stride"));
