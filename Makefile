@@ -14,8 +14,8 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m pip install -q -r requirements.txt
 	touch $@
 
-# The oneDNN convolution kernels (alexnet_jax/onednn.py) against the oneDNN wheel that
-# requirements.txt installs on Linux x86-64; elsewhere the model keeps XLA's convolutions.
+# The oneDNN kernels (convolutions, max-pooling, LRN: alexnet_jax/onednn.py) against the oneDNN
+# wheel that requirements.txt installs on Linux x86-64; elsewhere the model keeps XLA's kernels.
 $(ONEDNN_CONV): alexnet_jax/csrc/onednn_conv.cc $(VENV)/.installed
 	@if [ -f $(VENV)/include/dnnl.hpp ]; then \
 	  g++ -O2 -std=c++17 -shared -fPIC -w $< -o $@ -I$(VENV)/include \

@@ -1,13 +1,14 @@
-"""oneDNN convolutions and max-pooling for the CPU training step, called from XLA through `jax.ffi`.
+"""oneDNN convolutions, max-pooling and LRN for the CPU training step, called from XLA through
+`jax.ffi`.
 
 XLA:CPU runs the gradients of AlexNet's convolutions far below its own forward speed; oneDNN's
 kernels compute the same sums several times faster (docs/performance.md has the measurements).
-Max-pooling's forward keeps oneDNN's workspace (which tap won each window), so its backward is
-one pass instead of XLA's tap-by-tap selects. The kernels live in csrc/onednn_conv.cc, which
+Max-pooling's and LRN's forwards keep oneDNN's workspace (for max-pooling, which tap won each
+window), so each backward is one oneDNN call. The kernels live in csrc/onednn_conv.cc, which
 `make setup` compiles against the oneDNN wheel (requirements.txt) into `_onednn_conv.so` next to
 this file. float32 and bfloat16 (all operands and results of one dtype) are supported. Without
-that library, or on another platform than the CPU, `ops.conv` and `ops.max_pool` keep XLA's own
-kernels: `status()` says which kernels run.
+that library, or on another platform than the CPU, `ops.conv`, `ops.max_pool` and
+`ops.fused_lrn` keep XLA's own kernels: `status()` says which kernels run.
 
 Set ALEXNET_JAX_ONEDNN=0 to use XLA's kernels even when the library is built.
 """
@@ -25,11 +26,12 @@ _DIRECTIONS = {'conv_forward': 'AlexnetConvForward',
                'conv_backward_data': 'AlexnetConvBackwardData',
                'conv_backward_weights': 'AlexnetConvBackwardWeights',
                'max_pool_forward': 'AlexnetMaxPoolForward',
-               'max_pool_backward': 'AlexnetMaxPoolBackward'}
+               'max_pool_backward': 'AlexnetMaxPoolBackward',
+               'lrn_forward': 'AlexnetLrnForward', 'lrn_backward': 'AlexnetLrnBackward'}
 _TYPES = {'float32': '', 'bfloat16': 'Bf16'}  # The handlers' symbol suffix per dtype.
 _registered = False
 _load_error = ''
-_workspace_bytes = None  # The library's AlexnetPoolWorkspaceBytes, once loaded.
+_workspace_bytes = {}  # 'max_pool' | 'lrn' -> the library's workspace-size function, once loaded.
 
 
 def _register() -> bool:
@@ -50,9 +52,13 @@ def _register() -> bool:
       jax.ffi.register_ffi_target(_target(direction, dtype),
                                   jax.ffi.pycapsule(getattr(library, symbol + suffix)),
                                   platform='cpu')
-  _workspace_bytes = library.AlexnetPoolWorkspaceBytes
-  _workspace_bytes.restype = ctypes.c_int64
-  _workspace_bytes.argtypes = [ctypes.c_int64] * 9
+  for name, symbol, argtypes in (
+      ('max_pool', 'AlexnetPoolWorkspaceBytes', [ctypes.c_int64] * 9),
+      ('lrn', 'AlexnetLrnWorkspaceBytes', [ctypes.c_int64] * 5 + [ctypes.c_float] * 3 +
+       [ctypes.c_int64])):
+    function = getattr(library, symbol)
+    function.restype, function.argtypes = ctypes.c_int64, argtypes
+    _workspace_bytes[name] = function
   _registered = True
   return True
 
@@ -79,19 +85,20 @@ def enabled(use_onednn: bool):
 
 
 def available() -> bool:
-  """True when convolutions on the CPU backend go through oneDNN."""
+  """True when convolutions, max-pools and LRNs on the CPU backend go through oneDNN."""
   return enabled_by_environment() and jax.default_backend() == 'cpu' and _register()
 
 
 def status() -> str:
-  """One line for logs and benchmarks: which convolution kernels the CPU step uses."""
+  """One line for logs and benchmarks: which kernels the CPU step's convolutions, max-pools and
+  LRNs use."""
   if not enabled_by_environment():
-    return 'XLA convolutions (oneDNN switched off)'
+    return 'XLA kernels (oneDNN switched off)'
   if jax.default_backend() != 'cpu':
-    return f'XLA convolutions ({jax.default_backend()} backend)'
+    return f'XLA kernels ({jax.default_backend()} backend)'
   if not _register():
-    return f'XLA convolutions ({_load_error})'
-  return 'oneDNN convolution and max-pool kernels'
+    return f'XLA kernels ({_load_error})'
+  return 'oneDNN convolution, max-pool and LRN kernels'
 
 
 def _target(direction: str, dtype: str) -> str:
@@ -109,12 +116,14 @@ def supports(x, kernel, stride: int, padding: int) -> bool:
 
 def _call(direction: str, results, *args, **attributes) -> jax.Array | tuple[jax.Array, ...]:
   """The library's `direction` handler on `args`; `results`: one ShapeDtypeStruct or a tuple of
-  them. Integer attributes (stride, padding, window) are passed as int64."""
+  them. Attributes: ints are passed as int64 (stride, padding, window, size), floats as
+  float32."""
   if not _register():
     raise RuntimeError(f'oneDNN kernels are unavailable: {_load_error}')
   out = jax.ffi.ffi_call(_target(direction, str(args[0].dtype)), results,
                          vmap_method='sequential')(
-                             *args, **{k: np.int64(v) for k, v in attributes.items()})
+                             *args, **{k: np.int64(v) if isinstance(v, int) else np.float32(v)
+                                       for k, v in attributes.items()})
   # Inside shard_map the call's result is typed as the same on every device; it varies over
   # the mesh axes its operands vary over, as XLA's own convolution's result would.
   varying = tuple(sorted(set().union(*(varying_axes(arg) for arg in args))))
@@ -160,8 +169,8 @@ def max_pool_workspace_bytes(x_shape, y_shape, window: int, stride: int, dtype) 
   if str(dtype) not in _TYPES or not _register():
     return -1
   n, h, w, c = x_shape
-  return int(_workspace_bytes(n, c, h, w, y_shape[1], y_shape[2], window, stride,
-                              int(str(dtype) == 'bfloat16')))
+  return int(_workspace_bytes['max_pool'](n, c, h, w, y_shape[1], y_shape[2], window, stride,
+                                          int(str(dtype) == 'bfloat16')))
 
 
 def max_pool_forward(x, y_shape, window: int, stride: int) -> tuple[jax.Array, jax.Array]:
@@ -177,3 +186,33 @@ def max_pool_backward(g, workspace, x_shape, window: int, stride: int) -> jax.Ar
   """d loss / d x of the max-pool: each window's g goes to the tap its workspace names."""
   return _call('max_pool_backward', _like(x_shape, g), g, workspace, window=window,
                stride=stride)
+
+
+def lrn_workspace_bytes(x_shape, n: int, alpha: float, beta: float, k: float, dtype) -> int:
+  """Bytes of oneDNN's LRN workspace for NHWC `x_shape` and the paper's constants (alpha not
+  divided by n); -1 where oneDNN has no LRN for them (then `ops.fused_lrn` keeps XLA's)."""
+  if str(dtype) not in _TYPES or not _register():
+    return -1
+  return int(_workspace_bytes['lrn'](*x_shape, n, *_lrn_constants(n, alpha, beta, k),
+                                     int(str(dtype) == 'bfloat16')))
+
+
+def _lrn_constants(n: int, alpha: float, beta: float, k: float) -> tuple[float, float, float]:
+  # oneDNN divides alpha by the window size (docs/paper.md, "LRN (§3.3)").
+  return alpha * n, beta, k
+
+
+def lrn_forward(x, n: int, alpha: float, beta: float, k: float) -> tuple[jax.Array, jax.Array]:
+  """(§3.3 LRN of NHWC x over channels, x / (k + alpha sum_window x^2)^beta; the workspace for
+  `lrn_backward`, uint8 in oneDNN's own layout)."""
+  workspace = lrn_workspace_bytes(x.shape, n, alpha, beta, k, x.dtype)
+  onednn_alpha, beta, k = _lrn_constants(n, alpha, beta, k)
+  return _call('lrn_forward', (_like(x.shape, x), jax.ShapeDtypeStruct((workspace,), np.uint8)),
+               x, size=n, alpha=onednn_alpha, beta=beta, k=k)
+
+
+def lrn_backward(x, g, workspace, n: int, alpha: float, beta: float, k: float) -> jax.Array:
+  """d loss / d x of `lrn_forward`, given g = d loss / d output."""
+  onednn_alpha, beta, k = _lrn_constants(n, alpha, beta, k)
+  return _call('lrn_backward', _like(x.shape, x), x, g, workspace, size=n, alpha=onednn_alpha,
+               beta=beta, k=k)

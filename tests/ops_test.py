@@ -59,13 +59,30 @@ def _value_and_input_grad(fn, x, seed=1):
 
 @pytest.mark.parametrize('shape', [(2, 5, 5, 7), (1, 3, 4, 16)])
 @pytest.mark.parametrize('beta', [0.75, 0.6])
-def test_fused_lrn_matches_reference(shape, beta):
+def test_fused_lrn_matches_reference(shape, beta, conv_backend):
   x = 3.0 * jax.random.normal(jax.random.key(0), shape)
   params = dict(k=2.0, n=5, alpha=0.05, beta=beta)  # A large alpha makes the window matter.
   fast = _value_and_input_grad(lambda v: ops.fused_lrn(v, *params.values()), x)
   ref = _value_and_input_grad(lambda v: ops.reference_lrn(v, **params), x)
   for a, b in zip(fast, ref):
     _assert_close(a, b)
+  lowered = jax.jit(lambda v: ops.fused_lrn(v, *params.values())).lower(x).as_text()
+  assert ('alexnet_jax_lrn_forward' in lowered) == (conv_backend == 'onednn')
+
+
+def test_fused_lrn_in_bfloat16_matches_float32(conv_backend):
+  x = 3.0 * jax.random.normal(jax.random.key(0), (2, 5, 5, 16))
+  cotangent = jax.random.normal(jax.random.key(1), x.shape)
+  params = (2.0, 5, 0.05, 0.75)
+
+  def value_and_grad(v, g):
+    y, vjp = jax.vjp(lambda u: ops.fused_lrn(u, *params), v)
+    return y, vjp(g.astype(v.dtype))[0]
+  fast = value_and_grad(x.astype(jnp.bfloat16), cotangent)
+  ref = value_and_grad(x, cotangent)
+  for a, b in zip(fast, ref):
+    assert a.dtype == jnp.bfloat16
+    _assert_close(np.float32(a), b, rtol=2e-2)
 
 
 def test_reference_lrn_matches_the_formula_by_hand():

@@ -144,8 +144,7 @@ ffi::Error Guarded(Run run) {
   } catch (const dnnl::error& e) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
   } catch (const std::invalid_argument& e) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("onednn max-pool: ") +
-                                                            e.what());
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("onednn: ") + e.what());
   }
 }
 
@@ -330,6 +329,115 @@ extern "C" int64_t AlexnetPoolWorkspaceBytes(int64_t n, int64_t c, int64_t ih, i
 }
 
 namespace {
+
+// --- Local response normalization across channels (§3.3), forward for training with oneDNN's
+// workspace, and backward. oneDNN divides alpha by the window size: the caller passes the
+// paper's alpha times n.
+
+struct LrnGeometry {
+  int64_t n, c, h, w, size;
+  float alpha, beta, k;  // alpha as oneDNN reads it (divided by size).
+  memory::data_type type;
+  auto Key() const { return std::make_tuple(n, c, h, w, size, alpha, beta, k, type); }
+  memory::desc Data() const { return memory::desc({n, c, h, w}, type, Tag::nhwc); }
+};
+
+struct LrnPrimitives {
+  dnnl::lrn_forward::primitive_desc forward_pd;
+  dnnl::lrn_forward forward;
+  dnnl::lrn_backward::primitive_desc backward_pd;
+  dnnl::lrn_backward backward;
+
+  explicit LrnPrimitives(const LrnGeometry& g) {
+    auto& engine = CpuEngine();
+    forward_pd = dnnl::lrn_forward::primitive_desc(
+        engine, dnnl::prop_kind::forward_training, dnnl::algorithm::lrn_across_channels,
+        g.Data(), g.Data(), g.size, g.alpha, g.beta, g.k);
+    forward = dnnl::lrn_forward(forward_pd);
+    backward_pd = dnnl::lrn_backward::primitive_desc(
+        engine, dnnl::algorithm::lrn_across_channels, g.Data(), g.Data(), g.Data(), g.size,
+        g.alpha, g.beta, g.k, forward_pd);
+    backward = dnnl::lrn_backward(backward_pd);
+  }
+};
+
+LrnPrimitives& LrnPrimitivesFor(const LrnGeometry& g) {
+  static std::map<decltype(g.Key()), std::unique_ptr<LrnPrimitives>> cache;
+  auto& slot = cache[g.Key()];
+  if (!slot) slot = std::make_unique<LrnPrimitives>(g);
+  return *slot;
+}
+
+template <ffi::DataType T>
+LrnGeometry LrnFromShape(ffi::Span<const int64_t> x, int64_t size, float alpha, float beta,
+                         float k) {
+  if (x.size() != 4) throw std::invalid_argument("expected an NHWC input");
+  return LrnGeometry{x[0], x[3], x[1], x[2], size, alpha, beta, k, kOneDnnType<T>};
+}
+
+void CheckWorkspace(const memory::desc& desc, size_t workspace_bytes) {
+  if (desc.get_size() != workspace_bytes) {
+    throw std::invalid_argument("the workspace size differs from oneDNN's");
+  }
+}
+
+template <ffi::DataType T>
+ffi::Error LrnForwardImpl(ffi::Buffer<T> x, ffi::ResultBuffer<T> y,
+                          ffi::ResultBuffer<ffi::DataType::U8> workspace, int64_t size,
+                          float alpha, float beta, float k) {
+  return Guarded([&] {
+    const auto g = LrnFromShape<T>(x.dimensions(), size, alpha, beta, k);
+    auto& p = LrnPrimitivesFor(g);
+    CheckWorkspace(p.forward_pd.workspace_desc(), workspace->size_bytes());
+    auto& engine = CpuEngine();
+    dnnl::stream stream(engine);
+    p.forward.execute(stream, {{DNNL_ARG_SRC, memory(g.Data(), engine, x.untyped_data())},
+                               {DNNL_ARG_DST, memory(g.Data(), engine, y->untyped_data())},
+                               {DNNL_ARG_WORKSPACE,
+                                memory(p.forward_pd.workspace_desc(), engine,
+                                       workspace->untyped_data())}});
+    stream.wait();
+  });
+}
+
+template <ffi::DataType T>
+ffi::Error LrnBackwardImpl(ffi::Buffer<T> x, ffi::Buffer<T> dy,
+                           ffi::Buffer<ffi::DataType::U8> workspace, ffi::ResultBuffer<T> dx,
+                           int64_t size, float alpha, float beta, float k) {
+  return Guarded([&] {
+    const auto g = LrnFromShape<T>(x.dimensions(), size, alpha, beta, k);
+    auto& p = LrnPrimitivesFor(g);
+    CheckWorkspace(p.forward_pd.workspace_desc(), workspace.size_bytes());
+    auto& engine = CpuEngine();
+    dnnl::stream stream(engine);
+    p.backward.execute(stream, {{DNNL_ARG_SRC, memory(g.Data(), engine, x.untyped_data())},
+                                {DNNL_ARG_DIFF_DST, memory(g.Data(), engine, dy.untyped_data())},
+                                {DNNL_ARG_DIFF_SRC, memory(g.Data(), engine, dx->untyped_data())},
+                                {DNNL_ARG_WORKSPACE,
+                                 memory(p.forward_pd.workspace_desc(), engine,
+                                        const_cast<void*>(workspace.untyped_data()))}});
+    stream.wait();
+  });
+}
+
+}  // namespace
+
+// Bytes of the workspace an LRN forward call returns (NHWC [n, h, w, c]); -1 if oneDNN cannot
+// build the primitive. `alpha` as oneDNN reads it (divided by `size`).
+extern "C" int64_t AlexnetLrnWorkspaceBytes(int64_t n, int64_t h, int64_t w, int64_t c,
+                                            int64_t size, float alpha, float beta, float k,
+                                            int64_t bfloat16) {
+  try {
+    std::lock_guard<std::mutex> guard(ExecutionLock());
+    const LrnGeometry g{n, c, h, w, size, alpha, beta, k,
+                        bfloat16 ? memory::data_type::bf16 : memory::data_type::f32};
+    return static_cast<int64_t>(LrnPrimitivesFor(g).forward_pd.workspace_desc().get_size());
+  } catch (const dnnl::error&) {
+    return -1;
+  }
+}
+
+namespace {
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvForward, ForwardImpl<ffi::DataType::F32>,
@@ -411,3 +519,45 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetMaxPoolBackwardBf16, PoolBackwardImpl<ffi::
                                   .Ret<ffi::Buffer<ffi::DataType::BF16>>()
                                   .Attr<int64_t>("window")
                                   .Attr<int64_t>("stride"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetLrnForward, LrnForwardImpl<ffi::DataType::F32>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::U8>>()
+                                  .Attr<int64_t>("size")
+                                  .Attr<float>("alpha")
+                                  .Attr<float>("beta")
+                                  .Attr<float>("k"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetLrnBackward, LrnBackwardImpl<ffi::DataType::F32>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::U8>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::F32>>()
+                                  .Attr<int64_t>("size")
+                                  .Attr<float>("alpha")
+                                  .Attr<float>("beta")
+                                  .Attr<float>("k"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetLrnForwardBf16, LrnForwardImpl<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::U8>>()
+                                  .Attr<int64_t>("size")
+                                  .Attr<float>("alpha")
+                                  .Attr<float>("beta")
+                                  .Attr<float>("k"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetLrnBackwardBf16, LrnBackwardImpl<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::DataType::U8>>()
+                                  .Ret<ffi::Buffer<ffi::DataType::BF16>>()
+                                  .Attr<int64_t>("size")
+                                  .Attr<float>("alpha")
+                                  .Attr<float>("beta")
+                                  .Attr<float>("k"));
