@@ -31,7 +31,13 @@ _DIRECTIONS = {'conv_forward': 'AlexnetConvForward',
 _TYPES = {'float32': '', 'bfloat16': 'Bf16'}  # The handlers' symbol suffix per dtype.
 _registered = False
 _load_error = ''
-_workspace_bytes = {}  # 'max_pool' | 'lrn' -> the library's workspace-size function, once loaded.
+# The library's workspace-size functions (symbol, argument types), called when a layer is traced.
+_WORKSPACE_FUNCTIONS = {
+    'max_pool': ('AlexnetPoolWorkspaceBytes', [ctypes.c_int64] * 9),
+    'lrn': ('AlexnetLrnWorkspaceBytes', [ctypes.c_int64] * 5 + [ctypes.c_float] * 3 +
+            [ctypes.c_int64]),
+}
+_workspace_bytes = {}  # _WORKSPACE_FUNCTIONS' keys -> the loaded functions.
 
 
 def _register() -> bool:
@@ -47,15 +53,19 @@ def _register() -> bool:
   except OSError as e:
     _load_error = f'cannot load {LIBRARY_PATH}: {e}'
     return False
+  symbols = [symbol + suffix for symbol in _DIRECTIONS.values() for suffix in _TYPES.values()]
+  missing = [name for name in symbols + [symbol for symbol, _ in _WORKSPACE_FUNCTIONS.values()]
+             if not hasattr(library, name)]
+  if missing:  # Built from an older csrc/onednn_conv.cc: the .so is git-ignored, not rebuilt.
+    _load_error = (f'{LIBRARY_PATH} is out of date (no {missing[0]}); run `make setup` to '
+                   'rebuild it')
+    return False
   for direction, symbol in _DIRECTIONS.items():
     for dtype, suffix in _TYPES.items():
       jax.ffi.register_ffi_target(_target(direction, dtype),
                                   jax.ffi.pycapsule(getattr(library, symbol + suffix)),
                                   platform='cpu')
-  for name, symbol, argtypes in (
-      ('max_pool', 'AlexnetPoolWorkspaceBytes', [ctypes.c_int64] * 9),
-      ('lrn', 'AlexnetLrnWorkspaceBytes', [ctypes.c_int64] * 5 + [ctypes.c_float] * 3 +
-       [ctypes.c_int64])):
+  for name, (symbol, argtypes) in _WORKSPACE_FUNCTIONS.items():
     function = getattr(library, symbol)
     function.restype, function.argtypes = ctypes.c_int64, argtypes
     _workspace_bytes[name] = function

@@ -4,9 +4,9 @@ XLA:CPU runs the forward passes of these layers well but their automatic gradien
 transpose of LRN's padded window sum, max-pool's `select_and_scatter` and the weight gradient of
 conv1's strided 11x11 convolution each take several times their forward's time (measurements in
 docs/performance.md). The functions here compute exactly the same values and gradients in forms
-XLA:CPU fuses or runs as large matrix products; the convolutions go to oneDNN's kernels when
-that library is built (onednn.py). `tests/ops_test.py` checks them against the
-straightforward path (plain `lax` ops differentiated by JAX).
+XLA:CPU fuses or runs as large matrix products; the convolutions, max-pools and LRNs go to
+oneDNN's kernels when that library is built (onednn.py). `tests/ops_test.py` checks them against
+the straightforward path (plain `lax` ops differentiated by JAX).
 """
 
 import functools
@@ -47,10 +47,14 @@ def reference_lrn(x: Array, *, k: float, n: int, alpha: float, beta: float) -> A
 def fused_lrn(x: Array, k: float, n: int, alpha: float, beta: float) -> Array:
   """Paper §3.3 LRN over the last axis, x / (k + alpha * sum_{|j-i|<=n/2} x_j^2)^beta.
 
-  On oneDNN's kernels for NHWC input and an odd window where available, else one fused XLA loop
-  with the hand-written gradient below.
+  On oneDNN's kernels for NHWC input where available, else one fused XLA loop with the
+  hand-written gradient below. Raises ValueError for an even window `n` (the window must be
+  centred; AlexNet's config check allows odd n only).
   """
-  if (onednn.available() and x.ndim == 4 and n % 2 == 1 and
+  if n % 2 == 0:
+    raise ValueError(f'LRN window n={n} must be odd (centred on the channel).')
+  # oneDNN 3.2 crashes building its NHWC LRN kernels for a window of 1: XLA takes that case.
+  if (onednn.available() and x.ndim == 4 and n >= 3 and
       onednn.lrn_workspace_bytes(x.shape, n, alpha, beta, k, x.dtype) >= 0):
     return _onednn_lrn(x, k, n, alpha, beta)
   return _xla_lrn(x, k, n, alpha, beta)
@@ -114,17 +118,21 @@ def _window_taps(x: Array, window: int, stride: int, out_h: int, out_w: int):
 
 def max_pool(x: Array, window: int, stride: int) -> Array:
   """VALID max-pool over H and W of NHWC input; the same values and gradient as
-  `reference_max_pool` (each window's gradient goes to its first maximum in row-major order).
+  `reference_max_pool` for inputs without NaN (each window's gradient goes to its first maximum
+  in row-major order).
 
   On oneDNN's kernels where available (its backward is one pass over the workspace its forward
-  kept), else XLA's reduce_window with the tap-by-tap gradient below.
+  kept), else XLA's reduce_window with the tap-by-tap gradient below. oneDNN's max skips NaN
+  where XLA's propagates it, and gives -3.4e38 for a window of only -inf or NaN (XLA: -inf, NaN).
   """
   out_h, out_w = ((size - window) // stride + 1 for size in x.shape[1:3])
-  if onednn.available() and min(out_h, out_w) > 0 and onednn.max_pool_workspace_bytes(
-      x.shape, (x.shape[0], out_h, out_w, x.shape[3]), window, stride, x.dtype) >= 0:
-    # oneDNN wants the windows to cover the input exactly: drop the rows and columns no window
-    # reaches (their gradient is zero, as the slice's transpose pads it).
-    covered = x[:, :(out_h - 1) * stride + window, :(out_w - 1) * stride + window]
+  if min(out_h, out_w) <= 0:  # No window fits: an empty result, nothing to route.
+    return reference_max_pool(x, window, stride)
+  # oneDNN wants the windows to cover the input exactly: drop the rows and columns no window
+  # reaches (their gradient is zero, as the slice's transpose pads it).
+  covered = x[:, :(out_h - 1) * stride + window, :(out_w - 1) * stride + window]
+  if onednn.available() and onednn.max_pool_workspace_bytes(
+      covered.shape, (x.shape[0], out_h, out_w, x.shape[3]), window, stride, x.dtype) >= 0:
     return _onednn_max_pool(covered, window, stride)
   return _xla_max_pool(x, window, stride)
 

@@ -33,9 +33,10 @@ from alexnet_jax import onednn, ops
 from alexnet_jax.errors import UserError
 
 # config.kernels: which kernels compute the layers.
-# 'cpu': ops.py's hand-written LRN / max-pool gradients, conv1's weight gradient as matrix
-#        products, conv1's towers merged into one convolution, and oneDNN's convolutions where the
-#        library is built: each measured faster than XLA:CPU's own (docs/performance.md);
+# 'cpu': oneDNN's convolutions, max-pools and LRNs where the library is built (else ops.py's
+#        hand-written LRN / max-pool gradients and conv1's weight gradient as matrix products),
+#        conv1's towers merged into one convolution: each measured faster than XLA:CPU's own
+#        (docs/performance.md);
 # 'xla': plain lax ops differentiated by JAX (XLA's own fused kernels: GPU, TPU);
 # 'auto': 'cpu' on the CPU backend, 'xla' elsewhere.
 KERNELS = ('auto', 'cpu', 'xla')

@@ -161,12 +161,14 @@ class NanPolicy:
   def check_params(self, params: Any, step: int) -> None:
     """UserError, whatever the policy, if `params` (after `step`) are not finite: an update from
     finite gradients overflowed float32. Such a step is applied (the guard is decided before the
-    update), so the loop calls this before every save and evaluation."""
+    update), so the loop calls this before every save and evaluation, and when it reports
+    non-finite steps (every step after an overflow is one)."""
     if not bool(_params_finite(params)):
       raise UserError(
-          f'the parameters are not finite after step {step}: an update from finite gradients '
-          f'overflowed float32; training stopped without saving them ({self._intact()}). Lower '
-          'config.learning_rate or set config.grad_clip_norm.')
+          f'the parameters are not finite at step {step}: an update from finite gradients '
+          f'overflowed float32 (at this step or since the last check); training stopped without '
+          f'saving them ({self._intact()}). Lower config.learning_rate or set '
+          'config.grad_clip_norm.')
 
   def _intact(self) -> str:
     self._ckpt.wait_until_finished()  # A save in flight holds a finite state: let it complete.
@@ -408,7 +410,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     sums = accumulate(sums, step_sums)
     reached_target = False
     if _due(position.step, config.log_every_steps, total_steps):
-      reached_target = reached_train_error(report(position.step, jax.device_get(sums), lr),
+      host_sums = jax.device_get(sums)
+      if host_sums['nonfinite_steps']:  # After an overflowed update every step is non-finite.
+        nan_policy.check_params(state.params, position.step)
+      reached_target = reached_train_error(report(position.step, host_sums, lr),
                                            config.stop_at_train_error, position.step)
       sums = None
     eval_interrupted = False
@@ -418,9 +423,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         eval_interrupted = evaluate_and_record(state.params, position.step, stop) is None
     stopping = stop.reached(position.step) or reached_target
     if _due(position.step, config.checkpoint_every_steps, total_steps) or stopping:
+      nan_policy.check_params(state.params, position.step)
       if sums is not None:
         nan_policy.check(jax.device_get(sums))  # Never save past a step 'stop' rejects.
-      nan_policy.check_params(state.params, position.step)
       writer.flush()  # The metrics rows up to a checkpoint are on disk with it.
       save_checkpoint(ckpt, state, position, plateau, length.step_batch_size, eval_interrupted)
     if stopping:

@@ -131,7 +131,10 @@ def test_profile_step_sums_each_instruction_by_kind_pass_and_layer():
       'dot_general"}',
       '  %select_fusion = f32[8]{0} fusion(%b), metadata={op_name="jit(step)/select_n"}',
       '  %ffi_call.7 = (f32[8,2]{1,0}, u8[16]{0}) custom-call(%q), custom_call_target="alexnet_jax_'
-      'max_pool_forward_float32", metadata={op_name="jit(step)/jvp(AlexNet)/ffi_call"}'])
+      'max_pool_forward_float32", metadata={op_name="jit(step)/jvp(AlexNet)/ffi_call"}',
+      '  %ffi_call.9 = (f32[8,2]{1,0}, u8[0]{0}) custom-call(%r), custom_call_target="alexnet_jax_'
+      'lrn_backward_float32", metadata={op_name="jit(step)/transpose(jvp(AlexNet))/AlexNet._lrn/'
+      'ffi_call"}'])
   names = profile_step.instruction_names(hlo)
   assert names['ynn_fusion.1'] == 'jit(step)/jvp(AlexNet)/fc6/dot_general'
   events = [{'ph': 'X', 'name': 'ffi_call.3', 'dur': 4000}, {'ph': 'X', 'name': 'ffi_call.3',
@@ -139,9 +142,11 @@ def test_profile_step_sums_each_instruction_by_kind_pass_and_layer():
             {'ph': 'X', 'name': 'ynn_fusion.1', 'dur': 1000},
             {'ph': 'X', 'name': 'select_fusion', 'dur': 500},
             {'ph': 'X', 'name': 'ffi_call.7', 'dur': 800},
+            {'ph': 'X', 'name': 'ffi_call.9', 'dur': 600},
             {'ph': 'X', 'name': 'ThunkExecutor::Execute', 'dur': 9000},  # Not an instruction.
             {'ph': 'M', 'name': 'ffi_call.3'}]
   totals = profile_step.trace_totals(events, names, steps=2)
   assert totals == {('oneDNN conv', 'backward', 'conv2'): 3.0, ('matmul', 'forward', 'fc6'): 0.5,
                     ('other', 'step', 'select_n'): 0.25,
-                    ('oneDNN max-pool', 'forward', 'max_pool'): 0.4}
+                    ('oneDNN max-pool', 'forward', 'max_pool'): 0.4,
+                    ('oneDNN LRN', 'backward', 'lrn'): 0.3}

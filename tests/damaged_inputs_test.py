@@ -307,11 +307,18 @@ def _state_of_another_run(path: str) -> None:
   shutil.copytree(os.path.join(shared_tiny_workdir(seed=1), 'checkpoints', '2', 'state'), path)
 
 
+def truncate_to_header(path):
+  """Keeps a data file's first 8 bytes. Halving it was not enough: the parameters (what
+  inference reads) can sit in the first half of every file, the momentum in the second."""
+  content = open(path, 'rb').read()
+  open(path, 'wb').write(content[:8])
+
+
 CHECKPOINT_DAMAGES = (
     # (damage, path under checkpoints/2, reason in the message)
     (_state_of_another_run, 'state', r'ValueError: params/\S+ does not match its saved checksum'),
     (flip_bits, 'state/ocdbt.process_0', r''),  # Checksum or TensorStore: where the bits land.
-    (truncate, 'state/ocdbt.process_0', r''),  # TensorStore's wording varies with the file.
+    (truncate_to_header, 'state/ocdbt.process_0', r''),  # TensorStore's wording varies.
     (truncate, 'state/_METADATA', r'ValueError: no readable metadata'),
     (garble_json, 'state/_METADATA', r'ValueError: no readable metadata'),
     (_remove, 'state/manifest.ocdbt', r'ValueError: no readable metadata'),
@@ -357,7 +364,7 @@ def test_an_intact_checkpoint_still_loads_with_its_checksums_verified(trained_wo
   assert model.step == 2 and 'conv1' in model.params
 
 
-@pytest.mark.parametrize('damage,relative', [(truncate, 'state/ocdbt.process_0'),
+@pytest.mark.parametrize('damage,relative', [(truncate_to_header, 'state/ocdbt.process_0'),
                                              (truncate, 'state/_METADATA'),
                                              (truncate, 'state/manifest.ocdbt')])
 @pytest.mark.parametrize('which', ['workdir', 'step'])

@@ -70,6 +70,30 @@ def test_fused_lrn_matches_reference(shape, beta, conv_backend):
   assert ('alexnet_jax_lrn_forward' in lowered) == (conv_backend == 'onednn')
 
 
+
+def test_fused_lrn_window_of_one_falls_back_and_even_windows_are_refused(conv_backend):
+  # oneDNN 3.2 crashes building its NHWC LRN for a window of 1; XLA's loop computes it.
+  x = 3.0 * jax.random.normal(jax.random.key(0), (2, 5, 5, 16))
+  fast = _value_and_input_grad(lambda v: ops.fused_lrn(v, 2.0, 1, 0.05, 0.75), x)
+  ref = _value_and_input_grad(lambda v: ops.reference_lrn(v, k=2.0, n=1, alpha=0.05, beta=0.75), x)
+  for a, b in zip(fast, ref):
+    _assert_close(a, b)
+  with pytest.raises(ValueError, match='LRN window n=4 must be odd'):
+    ops.fused_lrn(x, 2.0, 4, 0.05, 0.75)
+
+
+def test_a_stale_kernel_library_falls_back_to_xla_and_says_to_rebuild(monkeypatch):
+  import _ctypes  # pylint: disable=import-outside-toplevel
+  # A shared library without the kernels' symbols, as a .so built from an older source would be.
+  monkeypatch.setattr(onednn, 'LIBRARY_PATH', _ctypes.__file__)
+  monkeypatch.setattr(onednn, '_registered', False)
+  monkeypatch.setattr(onednn, '_load_error', '')
+  monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1')
+  assert not onednn.available()
+  assert 'is out of date' in onednn.status() and 'make setup' in onednn.status()
+  x = jnp.arange(2 * 9 * 9 * 8, dtype=jnp.float32).reshape(2, 9, 9, 8)
+  np.testing.assert_array_equal(ops.max_pool(x, 3, 2), ops.reference_max_pool(x, 3, 2))
+
 def test_fused_lrn_in_bfloat16_matches_float32(conv_backend):
   x = 3.0 * jax.random.normal(jax.random.key(0), (2, 5, 5, 16))
   cotangent = jax.random.normal(jax.random.key(1), x.shape)
@@ -90,6 +114,12 @@ def test_reference_lrn_matches_the_formula_by_hand():
   expected = [1 / (2 + 0.1 * (1 + 4)) ** 0.5, 2 / (2 + 0.1 * 14) ** 0.5, 3 / (2 + 0.1 * 13) ** 0.5]
   got = ops.fused_lrn(jnp.asarray(x), 2.0, 3, 0.1, 0.5)
   np.testing.assert_allclose(np.ravel(got), expected, rtol=1e-6)
+
+
+def test_max_pool_with_a_window_larger_than_the_input_is_empty(conv_backend):
+  x = jnp.ones((1, 3, 3, 2))
+  assert ops.max_pool(x, 4, 2).shape == (1, 0, 0, 2)
+  assert jax.grad(lambda v: ops.max_pool(v, 4, 2).sum())(x).shape == x.shape
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])

@@ -434,7 +434,7 @@ def test_an_update_that_overflows_is_applied_and_left_to_the_parameter_check(tmp
                                                    model=model, tx=tx))(state)
   assert int(sums['nonfinite_steps']) == 0 and np.isfinite(float(sums['loss']))
   assert not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(after.params))
-  with pytest.raises(UserError, match='^the parameters are not finite after step 1: '):
+  with pytest.raises(UserError, match='^the parameters are not finite at step 1: '):
     train.NanPolicy('skip', checkpoint.Checkpointer(str(tmp_path))).check_params(after.params, 1)
 
 
@@ -485,6 +485,28 @@ def test_nan_policy_stop_names_the_step_and_keeps_the_checkpoints(
   assert sorted(rows) == list(range(13, bad_step))  # Up to the step before the bad one.
   assert all(np.isfinite(row['train/loss']) for row in rows.values())
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('policy', ['stop', 'skip'])
+def test_an_overflowed_update_stops_training_naming_the_parameters(
+    tmp_path, reference_workdir, mock_fashion_mnist, monkeypatch, policy):
+  # Step 15 is then non-finite: under 'stop' that must not be reported as step 15's fault.
+  workdir = copy_of(reference_workdir, tmp_path)
+  step = train.train_step
+
+  def overflowing(state, batch, lr, key, *, model, tx):  # Step 14's update overflows fc8's bias.
+    new, sums = step(state, batch, lr, key, model=model, tx=tx)
+    bias = new.params['fc8']['bias']
+    bias = jnp.where(state.step == 13, bias.at[0].set(jnp.inf), bias)
+    return new.replace(params={**new.params, 'fc8': {**new.params['fc8'], 'bias': bias}}), sums
+
+  monkeypatch.setattr(train, 'train_step', overflowing)
+  with pytest.raises(UserError, match=r'^the parameters are not finite at step 1[4-8]: an update '
+                     r'from finite gradients overflowed float32 .*, step 12 in '):
+    train.train_and_evaluate(run_config(num_train_steps=18, nan_policy=policy), workdir)
+  saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')))
+  assert saved[-1] == 12  # Nothing saved after the overflow.
 
 @pytest.mark.slow
 def test_nan_policy_skip_skips_the_step_and_trains_on(

@@ -67,10 +67,10 @@ def test_parameters_an_update_overflowed_stop_training_under_either_policy(polic
   train.NanPolicy(policy, ckpt).check_params(finite, 15)  # Nothing to say.
   assert not ckpt.waited
   overflowed = {'a': {'kernel': jnp.ones((2, 3))}, 'b': jnp.zeros(4).at[2].set(jnp.inf)}
-  with pytest.raises(UserError, match=r'^the parameters are not finite after step 15: an update '
-                     r'from finite gradients overflowed float32; training stopped without saving '
-                     r'them \(the newest checkpoint, step 12 in /w/checkpoints, is intact\)\. '
-                     r'Lower config.learning_rate'):
+  with pytest.raises(UserError, match=r'^the parameters are not finite at step 15: an update '
+                     r'from finite gradients overflowed float32 \(at this step or since the last '
+                     r'check\); training stopped without saving them \(the newest checkpoint, '
+                     r'step 12 in /w/checkpoints, is intact\)\. Lower config.learning_rate'):
     train.NanPolicy(policy, ckpt).check_params(overflowed, 15)
   assert ckpt.waited
 

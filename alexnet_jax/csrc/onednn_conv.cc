@@ -1,10 +1,12 @@
-// Convolutions and max-pooling for alexnet_jax's CPU training step, computed by oneDNN and called
-// from XLA through the XLA FFI. XLA:CPU runs the convolution gradients at a fraction of the speed
-// of its own forward convolution; oneDNN's kernels for the same maths are several times faster.
+// Convolutions, max-pooling and LRN for alexnet_jax's CPU training step, computed by oneDNN and
+// called from XLA through the XLA FFI. XLA:CPU runs the convolution gradients at a fraction of
+// the speed of its own forward convolution; oneDNN's kernels for the same maths are several times
+// faster, and its max-pool and LRN backwards are one call each from the forward's workspace.
 //
 // Layouts are the model's: activations NHWC, kernels HWIO; float32, or bfloat16 (AMX on CPUs
-// that have it) with every operand and result in bfloat16. Every handler takes the
-// stride and the (symmetric) padding as attributes; the spatial sizes come from the buffers.
+// that have it) with every operand and result in bfloat16. The convolution handlers take the
+// stride and the (symmetric) padding as attributes, max-pool the window and stride, LRN the
+// window size and oneDNN's alpha, beta and k; the other sizes come from the buffers.
 // Built by `make setup` (see the Makefile); loaded and wrapped by alexnet_jax/onednn.py.
 
 #include <cstdint>
@@ -90,7 +92,7 @@ struct Primitives {
   }
 };
 
-// One convolution runs at a time: each already uses every core, and primitives plus their
+// One oneDNN call runs at a time: each already uses every core, and primitives plus their
 // scratchpads are shared by the geometry cache.
 std::mutex& ExecutionLock() {
   static std::mutex lock;
@@ -144,7 +146,7 @@ ffi::Error Guarded(Run run) {
   } catch (const dnnl::error& e) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
   } catch (const std::invalid_argument& e) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("onednn: ") + e.what());
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("oneDNN kernels: ") + e.what());
   }
 }
 
@@ -323,7 +325,7 @@ extern "C" int64_t AlexnetPoolWorkspaceBytes(int64_t n, int64_t c, int64_t ih, i
     const PoolGeometry g{n, c, ih, iw, oh, ow, window, stride,
                          bfloat16 ? memory::data_type::bf16 : memory::data_type::f32};
     return static_cast<int64_t>(PoolPrimitivesFor(g).forward_pd.workspace_desc().get_size());
-  } catch (const dnnl::error&) {
+  } catch (...) {  // No exception may cross into the ctypes caller.
     return -1;
   }
 }
@@ -432,13 +434,11 @@ extern "C" int64_t AlexnetLrnWorkspaceBytes(int64_t n, int64_t h, int64_t w, int
     const LrnGeometry g{n, c, h, w, size, alpha, beta, k,
                         bfloat16 ? memory::data_type::bf16 : memory::data_type::f32};
     return static_cast<int64_t>(LrnPrimitivesFor(g).forward_pd.workspace_desc().get_size());
-  } catch (const dnnl::error&) {
+  } catch (...) {  // No exception may cross into the ctypes caller.
     return -1;
   }
 }
 
-namespace {
-}  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvForward, ForwardImpl<ffi::DataType::F32>,
                               ffi::Ffi::Bind()
