@@ -34,8 +34,8 @@ _LAYER = re.compile(r'(conv\d|fc\d|lrn|max_pool|dropout)')
 
 def instruction_names(hlo_text: str) -> dict[str, str]:
   """HLO instruction name -> its op_name metadata (the JAX operation it came from), followed by
-  '/' and the custom-call target for a call into a library (oneDNN's max-pools carry no layer
-  name of their own)."""
+  '/' and the custom-call target for a call into a library (its kind: convolution, max-pool or
+  LRN; oneDNN's max-pools carry no layer name of their own)."""
   found = re.finditer(r'^\s+%(\S+) = (?:.*?custom_call_target="([^"]*)")?.*?op_name="([^"]*)"',
                       hlo_text, re.M)
   return {m.group(1): m.group(3) + (f'/{m.group(2)}' if m.group(2) else '') for m in found}
@@ -44,7 +44,9 @@ def instruction_names(hlo_text: str) -> dict[str, str]:
 def category(instruction: str, op_name: str) -> tuple[str, str, str]:
   """(kind, pass, layer) of one executed instruction."""
   if instruction.startswith('ffi_call') or 'custom_call' in instruction:
-    kind = 'oneDNN max-pool' if 'max_pool' in op_name else 'oneDNN conv'
+    target = op_name.rsplit('/', 1)[-1]
+    kind = ('oneDNN max-pool' if 'max_pool' in target else 'oneDNN LRN' if '_lrn_' in target
+            else 'oneDNN conv')
   elif instruction.startswith(('dot', 'ynn')):
     kind = 'matmul'
   else:
