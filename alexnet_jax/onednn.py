@@ -42,7 +42,7 @@ _workspace_bytes = {}  # _WORKSPACE_FUNCTIONS' keys -> the loaded functions.
 
 def _register() -> bool:
   """Loads the library and registers its handlers with XLA once; False if it cannot be loaded."""
-  global _registered, _load_error, _workspace_bytes
+  global _registered, _load_error
   if _registered or _load_error:
     return _registered
   if not os.path.exists(LIBRARY_PATH):
