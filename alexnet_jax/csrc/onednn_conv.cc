@@ -99,11 +99,32 @@ std::mutex& ExecutionLock() {
   return lock;
 }
 
-Primitives& PrimitivesFor(const Geometry& g) {
-  static std::map<decltype(g.Key()), std::unique_ptr<Primitives>> cache;
+// The primitives `P` (Primitives, PoolPrimitives, LrnPrimitives) of one geometry, built on first
+// use; one cache per kind. Callers hold ExecutionLock.
+template <typename P, typename G>
+P& CachedFor(const G& g) {
+  static std::map<decltype(g.Key()), std::unique_ptr<P>> cache;
   auto& slot = cache[g.Key()];
-  if (!slot) slot = std::make_unique<Primitives>(g);
+  if (!slot) slot = std::make_unique<P>(g);
   return *slot;
+}
+
+void CheckWorkspace(const memory::desc& desc, size_t workspace_bytes) {
+  if (desc.get_size() != workspace_bytes) {
+    throw std::invalid_argument("the workspace size differs from oneDNN's");
+  }
+}
+
+// Bytes of the workspace the forward primitive of `P` for `g` writes; -1 if oneDNN cannot build
+// it. For the workspace-size functions called through ctypes, where no exception may escape.
+template <typename P, typename G>
+int64_t WorkspaceBytes(const G& g) {
+  try {
+    std::lock_guard<std::mutex> guard(ExecutionLock());
+    return static_cast<int64_t>(CachedFor<P>(g).forward_pd.workspace_desc().get_size());
+  } catch (...) {
+    return -1;
+  }
 }
 
 // Runs `reorder` from `user` into a buffer of `desc`'s layout when the layouts differ.
@@ -156,7 +177,7 @@ ffi::Error ForwardImpl(ffi::Buffer<T> x, ffi::Buffer<T> w, ffi::ResultBuffer<T> 
   if (auto e = CheckShapes(x.dimensions(), w.dimensions(), y->dimensions()); e.failure()) return e;
   const auto g = FromShapes<T>(x.dimensions(), w.dimensions(), y->dimensions(), stride, padding);
   return Guarded([&] {
-    auto& p = PrimitivesFor(g);
+    auto& p = CachedFor<Primitives>(g);
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
     memory src(Activations(g, g.Src()), engine, x.untyped_data());
@@ -177,7 +198,7 @@ ffi::Error BackwardDataImpl(ffi::Buffer<T> dy, ffi::Buffer<T> w, ffi::ResultBuff
   }
   const auto g = FromShapes<T>(dx->dimensions(), w.dimensions(), dy.dimensions(), stride, padding);
   return Guarded([&] {
-    auto& p = PrimitivesFor(g);
+    auto& p = CachedFor<Primitives>(g);
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
     memory diff_dst(Activations(g, g.Dst()), engine, dy.untyped_data());
@@ -198,7 +219,7 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultB
   }
   const auto g = FromShapes<T>(x.dimensions(), dw->dimensions(), dy.dimensions(), stride, padding);
   return Guarded([&] {
-    auto& p = PrimitivesFor(g);
+    auto& p = CachedFor<Primitives>(g);
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
     memory src(Activations(g, g.Src()), engine, x.untyped_data());
@@ -249,13 +270,6 @@ struct PoolPrimitives {
   }
 };
 
-PoolPrimitives& PoolPrimitivesFor(const PoolGeometry& g) {
-  static std::map<decltype(g.Key()), std::unique_ptr<PoolPrimitives>> cache;
-  auto& slot = cache[g.Key()];
-  if (!slot) slot = std::make_unique<PoolPrimitives>(g);
-  return *slot;
-}
-
 template <ffi::DataType T>
 PoolGeometry PoolFromShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> y,
                             int64_t window, int64_t stride) {
@@ -271,9 +285,7 @@ void CheckPool(ffi::Span<const int64_t> x, ffi::Span<const int64_t> y, int64_t w
       (y[1] - 1) * stride + window != x[1] || (y[2] - 1) * stride + window != x[2]) {
     throw std::invalid_argument("expected NHWC input covered exactly by the windows");
   }
-  if (p.forward_pd.workspace_desc().get_size() != workspace_bytes) {
-    throw std::invalid_argument("the workspace size differs from oneDNN's");
-  }
+  CheckWorkspace(p.forward_pd.workspace_desc(), workspace_bytes);
 }
 
 template <ffi::DataType T>
@@ -282,7 +294,7 @@ ffi::Error PoolForwardImpl(ffi::Buffer<T> x, ffi::ResultBuffer<T> y,
                            int64_t stride) {
   const auto g = PoolFromShapes<T>(x.dimensions(), y->dimensions(), window, stride);
   return Guarded([&] {
-    auto& p = PoolPrimitivesFor(g);
+    auto& p = CachedFor<PoolPrimitives>(g);
     CheckPool(x.dimensions(), y->dimensions(), window, stride, workspace->size_bytes(), p);
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
@@ -300,7 +312,7 @@ ffi::Error PoolBackwardImpl(ffi::Buffer<T> dy, ffi::Buffer<ffi::DataType::U8> wo
                             ffi::ResultBuffer<T> dx, int64_t window, int64_t stride) {
   const auto g = PoolFromShapes<T>(dx->dimensions(), dy.dimensions(), window, stride);
   return Guarded([&] {
-    auto& p = PoolPrimitivesFor(g);
+    auto& p = CachedFor<PoolPrimitives>(g);
     CheckPool(dx->dimensions(), dy.dimensions(), window, stride, workspace.size_bytes(), p);
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
@@ -312,25 +324,6 @@ ffi::Error PoolBackwardImpl(ffi::Buffer<T> dy, ffi::Buffer<ffi::DataType::U8> wo
     stream.wait();
   });
 }
-
-}  // namespace
-
-// Bytes of the workspace a max-pool forward call returns, for the caller to allocate it: called
-// through ctypes when a max-pool is traced. -1 if oneDNN cannot build the primitive.
-extern "C" int64_t AlexnetPoolWorkspaceBytes(int64_t n, int64_t c, int64_t ih, int64_t iw,
-                                             int64_t oh, int64_t ow, int64_t window,
-                                             int64_t stride, int64_t bfloat16) {
-  try {
-    std::lock_guard<std::mutex> guard(ExecutionLock());
-    const PoolGeometry g{n, c, ih, iw, oh, ow, window, stride,
-                         bfloat16 ? memory::data_type::bf16 : memory::data_type::f32};
-    return static_cast<int64_t>(PoolPrimitivesFor(g).forward_pd.workspace_desc().get_size());
-  } catch (...) {  // No exception may cross into the ctypes caller.
-    return -1;
-  }
-}
-
-namespace {
 
 // --- Local response normalization across channels (§3.3), forward for training with oneDNN's
 // workspace, and backward. oneDNN divides alpha by the window size: the caller passes the
@@ -363,24 +356,11 @@ struct LrnPrimitives {
   }
 };
 
-LrnPrimitives& LrnPrimitivesFor(const LrnGeometry& g) {
-  static std::map<decltype(g.Key()), std::unique_ptr<LrnPrimitives>> cache;
-  auto& slot = cache[g.Key()];
-  if (!slot) slot = std::make_unique<LrnPrimitives>(g);
-  return *slot;
-}
-
 template <ffi::DataType T>
 LrnGeometry LrnFromShape(ffi::Span<const int64_t> x, int64_t size, float alpha, float beta,
                          float k) {
   if (x.size() != 4) throw std::invalid_argument("expected an NHWC input");
   return LrnGeometry{x[0], x[3], x[1], x[2], size, alpha, beta, k, kOneDnnType<T>};
-}
-
-void CheckWorkspace(const memory::desc& desc, size_t workspace_bytes) {
-  if (desc.get_size() != workspace_bytes) {
-    throw std::invalid_argument("the workspace size differs from oneDNN's");
-  }
 }
 
 template <ffi::DataType T>
@@ -389,7 +369,7 @@ ffi::Error LrnForwardImpl(ffi::Buffer<T> x, ffi::ResultBuffer<T> y,
                           float alpha, float beta, float k) {
   return Guarded([&] {
     const auto g = LrnFromShape<T>(x.dimensions(), size, alpha, beta, k);
-    auto& p = LrnPrimitivesFor(g);
+    auto& p = CachedFor<LrnPrimitives>(g);
     CheckWorkspace(p.forward_pd.workspace_desc(), workspace->size_bytes());
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
@@ -408,7 +388,7 @@ ffi::Error LrnBackwardImpl(ffi::Buffer<T> x, ffi::Buffer<T> dy,
                            int64_t size, float alpha, float beta, float k) {
   return Guarded([&] {
     const auto g = LrnFromShape<T>(x.dimensions(), size, alpha, beta, k);
-    auto& p = LrnPrimitivesFor(g);
+    auto& p = CachedFor<LrnPrimitives>(g);
     CheckWorkspace(p.forward_pd.workspace_desc(), workspace.size_bytes());
     auto& engine = CpuEngine();
     dnnl::stream stream(engine);
@@ -424,21 +404,25 @@ ffi::Error LrnBackwardImpl(ffi::Buffer<T> x, ffi::Buffer<T> dy,
 
 }  // namespace
 
+// Bytes of the workspace a max-pool forward call returns, for the caller to allocate it: called
+// through ctypes when a max-pool is traced. -1 if oneDNN cannot build the primitive.
+extern "C" int64_t AlexnetPoolWorkspaceBytes(int64_t n, int64_t c, int64_t ih, int64_t iw,
+                                             int64_t oh, int64_t ow, int64_t window,
+                                             int64_t stride, int64_t bfloat16) {
+  return WorkspaceBytes<PoolPrimitives>(PoolGeometry{
+      n, c, ih, iw, oh, ow, window, stride,
+      bfloat16 ? memory::data_type::bf16 : memory::data_type::f32});
+}
+
 // Bytes of the workspace an LRN forward call returns (NHWC [n, h, w, c]); -1 if oneDNN cannot
 // build the primitive. `alpha` as oneDNN reads it (divided by `size`).
 extern "C" int64_t AlexnetLrnWorkspaceBytes(int64_t n, int64_t h, int64_t w, int64_t c,
                                             int64_t size, float alpha, float beta, float k,
                                             int64_t bfloat16) {
-  try {
-    std::lock_guard<std::mutex> guard(ExecutionLock());
-    const LrnGeometry g{n, c, h, w, size, alpha, beta, k,
-                        bfloat16 ? memory::data_type::bf16 : memory::data_type::f32};
-    return static_cast<int64_t>(LrnPrimitivesFor(g).forward_pd.workspace_desc().get_size());
-  } catch (...) {  // No exception may cross into the ctypes caller.
-    return -1;
-  }
+  return WorkspaceBytes<LrnPrimitives>(LrnGeometry{
+      n, c, h, w, size, alpha, beta, k,
+      bfloat16 ? memory::data_type::bf16 : memory::data_type::f32});
 }
-
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AlexnetConvForward, ForwardImpl<ffi::DataType::F32>,
                               ffi::Ffi::Bind()
