@@ -70,6 +70,7 @@ def test_paper_spec_arithmetic_agrees_with_hand_counts():
   assert [r['side'] for r in shapes[:5]] == [55, 27, 13, 13, 13]
 
 
+@pytest.mark.optimized  # Runs the paper model's layers: 3x slower unoptimised.
 def test_paper_config_matches_every_row():
   rows = _report('imagenet')
   assert [r for r in rows if r.status != 'match'] == []
@@ -128,6 +129,7 @@ def test_one_tower_differs_in_towers_and_counts():
   assert _row(rows, 'total', 'multiply-adds per image').measured == f'{1_135_256_096:,}'
 
 
+@pytest.mark.optimized  # Runs the paper model's layers: 3x slower unoptimised.
 def test_torchvision_variant():
   rows = _report('torchvision')
   assert _row(rows, 'total', 'parameters').measured == f'{TORCHVISION_PARAMS:,}'
@@ -221,6 +223,7 @@ STRUCTURE_ONLY = {'max-pool', 'kernels see', 'LRN window'}
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # Runs the paper model's layers: 3x slower unoptimised.
 def test_each_recipe_matches_its_own_source_and_differs_exactly_where_sources_disagree():
   for own, config_name in CONFIGS.items():
     rows = _report(config_name, own)

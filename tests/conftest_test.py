@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,3 +23,14 @@ def test_the_suite_gets_eight_devices_whatever_xla_flags_were_set(xla_flags):
   assert out[0] == '8', out
   if xla_flags and 'device_count' not in xla_flags:
     assert xla_flags in out[1:], out  # Other flags are kept.
+
+
+def test_the_suite_compiles_with_most_optimisations_off_unless_told_otherwise():
+  # conftest.py sets the variable where the environment did not: JAX reads it at import.
+  wanted = os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'].lower() in ('true', '1', 'yes', 'on')
+  assert jax.config.values['jax_disable_most_optimizations'] is wanted
+
+
+@pytest.mark.optimized
+def test_a_test_marked_optimized_compiles_with_them():
+  assert jax.config.values['jax_disable_most_optimizations'] is False
