@@ -55,5 +55,7 @@ cifar10: setup
 demo: setup data
 	$(PYTHON) run.py --config=configs/default.py --workdir=workdirs/default
 
+# One worker per core, at most 4 (each holds ~2 GB with its 8 forced devices); a test file's
+# tests stay on one worker, so its module fixtures are built once (docs/performance.md).
 test: setup data $(VENV)/.installed-torch
-	$(PYTHON) -m pytest -q --durations=15
+	$(PYTHON) -m pytest -q --durations=15 --numprocesses=auto --maxprocesses=4 --dist=loadfile

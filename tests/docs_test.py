@@ -32,7 +32,9 @@ ROOT_FILES = ('run.py', 'Makefile', 'requirements.txt', 'requirements-torch.txt'
               'pytest.ini', 'README.md')
 # Flags of other programs that the docs quote, each beside its source.
 OTHER_PROGRAMS_FLAGS = {'mini': "cuda-convnet2's convnet.py (docs/paper.md)",
-                        'lr': "torchvision's references/classification (docs/paper.md)"}
+                        'lr': "torchvision's references/classification (docs/paper.md)",
+                        **{name: "pytest-xdist's, in the Makefile's test target"
+                           for name in ('numprocesses', 'maxprocesses', 'dist')}}
 # absl's own flags and the one cli.run adds to every tool.
 COMMON_FLAGS = {'help', 'helpshort', 'helpfull', 'helpxml', 'flagfile', 'undefok', 'log_level',
                 'logtostderr', 'alsologtostderr', 'verbosity', 'v', 'log_dir'}
