@@ -380,6 +380,9 @@ def run_tests(pytest_args: str, timeout: float) -> dict[str, Any]:
   numbers; on a GPU the default would be TF32, on a TPU one bfloat16 pass)."""
   env = _environment(TEST_CPU_DEVICES)
   env['JAX_DEFAULT_MATMUL_PRECISION'] = 'highest'
+  # tests/conftest.py turns most of XLA's optimisations off unless told otherwise (it saves
+  # compile time on the CPU); here the tests check the kernels users run.
+  env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'false'
   with tempfile.TemporaryDirectory() as tmp:
     junit = os.path.join(tmp, 'junit.xml')
     command = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',

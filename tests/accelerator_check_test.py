@@ -64,7 +64,10 @@ def test_reduced_check_on_forced_cpu_devices_writes_every_field(tmp_path):
   """LeNet-5 (compiles in seconds; AlexNet's towers are tests/parallel_test.py's), 2 devices."""
   out = tmp_path / 'report.json'
   passing = tmp_path / 'passing_test.py'
-  passing.write_text('def test_passes():\n  assert True\n')
+  # It passes where the check's pytest compiles with XLA's optimisations, which this suite turns
+  # off in the environment the check inherits.
+  passing.write_text('import jax\n\ndef test_passes():\n'
+                     "  assert jax.config.values['jax_disable_most_optimizations'] is False\n")
   command = [sys.executable, '-m', 'alexnet_jax.accelerator_check', f'--out={out}',
              '--config=configs/lenet5.py', '--cpu_devices=2', '--batch_sizes=4',
              '--dtypes=float32', '--steps=1', '--warmup=1', f'--pytest_args={passing}',

@@ -17,6 +17,7 @@ from alexnet_jax.conformance import init_stats
 from alexnet_jax.conformance import spec
 from alexnet_jax.errors import UserError
 from configs import bvlc_alexnet, cuda_convnet2, default, imagenet, torchvision
+from tests.conftest import optimized
 
 # Multiply-adds per image (227x227 input), by hand from the layer table in docs/paper.md,
 # Architecture (§3.5, Fig. 2):
@@ -45,7 +46,8 @@ def _measured(name):
   module = {'imagenet': imagenet, 'bvlc_alexnet': bvlc_alexnet, 'torchvision': torchvision,
             'cuda_convnet2': cuda_convnet2}[name]
   config = module.get_config()
-  return conformance.measure(config), config
+  with optimized():  # It runs the paper model's layers: 2.5-3.6x slower unoptimised.
+    return conformance.measure(config), config
 
 
 def _report(name, reference='paper'):
@@ -70,7 +72,6 @@ def test_paper_spec_arithmetic_agrees_with_hand_counts():
   assert [r['side'] for r in shapes[:5]] == [55, 27, 13, 13, 13]
 
 
-@pytest.mark.optimized  # Runs the paper model's layers: 3x slower unoptimised.
 def test_paper_config_matches_every_row():
   rows = _report('imagenet')
   assert [r for r in rows if r.status != 'match'] == []
@@ -129,7 +130,6 @@ def test_one_tower_differs_in_towers_and_counts():
   assert _row(rows, 'total', 'multiply-adds per image').measured == f'{1_135_256_096:,}'
 
 
-@pytest.mark.optimized  # Runs the paper model's layers: 3x slower unoptimised.
 def test_torchvision_variant():
   rows = _report('torchvision')
   assert _row(rows, 'total', 'parameters').measured == f'{TORCHVISION_PARAMS:,}'
@@ -223,7 +223,6 @@ STRUCTURE_ONLY = {'max-pool', 'kernels see', 'LRN window'}
 
 
 @pytest.mark.slow
-@pytest.mark.optimized  # Runs the paper model's layers: 3x slower unoptimised.
 def test_each_recipe_matches_its_own_source_and_differs_exactly_where_sources_disagree():
   for own, config_name in CONFIGS.items():
     rows = _report(config_name, own)

@@ -1,5 +1,6 @@
-"""Shared test fixtures: a tiny config and mocked Fashion-MNIST data."""
+"""The suite's process set-up (devices, compilation, malloc under xdist) and shared fixtures."""
 
+import contextlib
 import os
 
 # 8 CPU devices for the sharding tests; must be set before JAX initialises its backend. Other
@@ -19,18 +20,28 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # The suite compiles hundreds of small programs and runs most of them a few times: XLA's LLVM
 # optimisations cost more than they save there (docs/performance.md, "The test suite"). JAX's own
-# switch for that, read by this process and every process it starts; tests that run the paper
-# model's layers many times opt back in with @pytest.mark.optimized. Set
+# switch for that, read by this process and every process it starts; code that runs the paper
+# model's layers many times takes them back with `optimized()`. Set
 # JAX_DISABLE_MOST_OPTIMIZATIONS=false to run the whole suite optimised.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')
 # pytest-xdist workers (`make test` runs one per core) start a thread before they import this
 # file, and its first allocation opens a second malloc arena, which allocator.py's settings no
-# longer cover. So the controller starts them with glibc's arena limit already 1
-# (pytest_configure below), and each worker drops it again: the processes the tests start get
-# glibc's defaults, as a user's do.
-ARENA_LIMIT, SET_FOR_WORKERS = 'MALLOC_ARENA_MAX', 'ALEXNET_JAX_TEST_ARENA_LIMIT'
-if os.environ.get('PYTEST_XDIST_WORKER') and os.environ.pop(SET_FOR_WORKERS, None):
-  os.environ.pop(ARENA_LIMIT, None)
+# longer cover. So the controller starts them with glibc's arena limit at 1 (pytest_configure
+# below), and each worker puts back what the limit was before: the processes the tests start get
+# the environment a user's would.
+ARENA_LIMIT, BEFORE_WORKERS = 'MALLOC_ARENA_MAX', 'ALEXNET_JAX_TEST_ARENA_LIMIT_BEFORE'
+UNSET = '<unset>'
+
+
+def _restore_arena_limit(before: str) -> None:
+  if before == UNSET:
+    os.environ.pop(ARENA_LIMIT, None)
+  else:
+    os.environ[ARENA_LIMIT] = before
+
+
+if BEFORE_WORKERS in os.environ:  # An xdist worker this suite's controller started.
+  _restore_arena_limit(os.environ.pop(BEFORE_WORKERS))
 
 # Before TensorFlow and JAX start threads, so the malloc settings cover them (allocator.py).
 import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import
@@ -46,11 +57,30 @@ tf.config.set_visible_devices([], 'GPU')
 
 
 def pytest_configure(config):
-  """In the controller of an xdist run, before it starts the workers: their arena limit."""
-  workers = config.getoption('numprocesses', None) if config.pluginmanager.has_plugin('xdist') \
-      else None
-  if workers and not os.environ.get('PYTEST_XDIST_WORKER') and ARENA_LIMIT not in os.environ:
-    os.environ.update({ARENA_LIMIT: '1', SET_FOR_WORKERS: '1'})
+  """In an xdist controller, before it starts its workers: their arena limit (see above)."""
+  if getattr(config.option, 'tx', None) and not hasattr(config, 'workerinput'):
+    os.environ[BEFORE_WORKERS] = os.environ.get(ARENA_LIMIT, UNSET)
+    os.environ[ARENA_LIMIT] = '1'
+
+
+def pytest_unconfigure(config):
+  """The controller's environment as it was (pytest.main may run inside a longer process)."""
+  del config
+  if BEFORE_WORKERS in os.environ:
+    _restore_arena_limit(os.environ.pop(BEFORE_WORKERS))
+
+
+@contextlib.contextmanager
+def optimized():
+  """XLA's full optimisations within, for code that runs the paper model's layers (most are off
+  in the suite, see above). Programs compiled before and cached in memory are reused as they are:
+  JAX's jit cache does not key on this switch (its persistent cache does)."""
+  disabled = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', False)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_disable_most_optimizations', disabled)
 
 
 def tiny_config(**overrides):
@@ -77,16 +107,3 @@ def mock_fashion_mnist():
   with tfds.testing.mock_data(num_examples=96):
     yield
 
-
-@pytest.fixture(autouse=True)
-def _compile_optimized_when_marked(request):
-  """XLA's full optimisations for a test marked `optimized` (conftest turns most of them off)."""
-  if request.node.get_closest_marker('optimized') is None:
-    yield
-    return
-  disabled = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', False)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_disable_most_optimizations', disabled)

@@ -1,4 +1,5 @@
-"""tests/conftest.py forces 8 CPU devices whatever XLA_FLAGS the suite is started with."""
+"""tests/conftest.py's set-up: 8 CPU devices whatever XLA_FLAGS say, most optimisations off,
+and the xdist workers' malloc arena limit."""
 
 import os
 import subprocess
@@ -6,6 +7,8 @@ import sys
 
 import jax
 import pytest
+
+from tests.conftest import optimized
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,11 +29,50 @@ def test_the_suite_gets_eight_devices_whatever_xla_flags_were_set(xla_flags):
 
 
 def test_the_suite_compiles_with_most_optimisations_off_unless_told_otherwise():
-  # conftest.py sets the variable where the environment did not: JAX reads it at import.
-  wanted = os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'].lower() in ('true', '1', 'yes', 'on')
+  # conftest.py sets the variable where the environment did not; JAX reads it at import, taking
+  # these spellings as true (jax._src.config.bool_env).
+  wanted = os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'].lower() in ('y', 'yes', 't', 'true',
+                                                                    'on', '1')
   assert jax.config.values['jax_disable_most_optimizations'] is wanted
 
 
-@pytest.mark.optimized
-def test_a_test_marked_optimized_compiles_with_them():
-  assert jax.config.values['jax_disable_most_optimizations'] is False
+def test_optimized_turns_them_on_within_and_restores_the_setting_even_on_errors():
+  before = jax.config.values['jax_disable_most_optimizations']
+  with pytest.raises(ZeroDivisionError):
+    with optimized():
+      assert jax.config.values['jax_disable_most_optimizations'] is False
+      1 / 0  # pylint: disable=pointless-statement
+  assert jax.config.values['jax_disable_most_optimizations'] is before
+
+
+# Run in an xdist worker that this suite's conftest set up (its stdout does not come back).
+IN_A_WORKER = """
+import os
+
+from alexnet_jax import allocator
+
+
+def test_the_worker_started_with_one_arena():
+  assert allocator.status().startswith('glibc malloc keeps freed memory'), allocator.status()
+
+
+def test_the_tests_see_the_limit_from_before_the_run():
+  assert os.environ.get('MALLOC_ARENA_MAX', 'unset') == {before!r}
+"""
+
+
+@pytest.mark.parametrize('before', [None, '4'], ids=['unset', 'set_by_the_user'])
+def test_xdist_workers_start_with_one_arena_and_give_the_tests_the_limit_as_it_was(tmp_path,
+                                                                                   before):
+  test_file = tmp_path / 'worker_test.py'
+  test_file.write_text(IN_A_WORKER.format(before=before or 'unset'))
+  env = {k: v for k, v in os.environ.items() if k != 'MALLOC_ARENA_MAX'}
+  if before:
+    env['MALLOC_ARENA_MAX'] = before
+  done = subprocess.run(
+      [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-p', 'tests.conftest',
+       '-n', '1', str(test_file)],
+      cwd=ROOT, env={**env, 'PYTHONPATH': ROOT}, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert done.returncode == 0 and '2 passed' in done.stdout, (done.stdout[-3000:] +
+                                                                done.stderr[-3000:])
