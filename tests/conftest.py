@@ -33,15 +33,16 @@ ARENA_LIMIT, BEFORE_WORKERS = 'MALLOC_ARENA_MAX', 'ALEXNET_JAX_TEST_ARENA_LIMIT_
 UNSET = '<unset>'
 
 
-def _restore_arena_limit(before: str) -> None:
+def _restore_arena_limit() -> None:
+  """The limit from before the controller set it, where this process holds it."""
+  before = os.environ.pop(BEFORE_WORKERS, None)
   if before == UNSET:
     os.environ.pop(ARENA_LIMIT, None)
-  else:
+  elif before is not None:
     os.environ[ARENA_LIMIT] = before
 
 
-if BEFORE_WORKERS in os.environ:  # An xdist worker this suite's controller started.
-  _restore_arena_limit(os.environ.pop(BEFORE_WORKERS))
+_restore_arena_limit()  # In an xdist worker this suite's controller started.
 
 # Before TensorFlow and JAX start threads, so the malloc settings cover them (allocator.py).
 import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import
@@ -66,8 +67,7 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
   """The controller's environment as it was (pytest.main may run inside a longer process)."""
   del config
-  if BEFORE_WORKERS in os.environ:
-    _restore_arena_limit(os.environ.pop(BEFORE_WORKERS))
+  _restore_arena_limit()
 
 
 @contextlib.contextmanager
@@ -106,4 +106,3 @@ def mock_fashion_mnist():
   """Random Fashion-MNIST-shaped data through the real builder API (tfds.testing.mock_data)."""
   with tfds.testing.mock_data(num_examples=96):
     yield
-
