@@ -452,7 +452,8 @@ def plot_fig1(results: Results, ablation: sweeps.Ablation, path: str) -> None:
   axis.set_ylabel('training error (%)')
   axis.set_ylim(0, 100)
   axis.grid(alpha=0.3)
-  axis.legend(fontsize=7)
+  if axis.get_legend_handles_labels()[0]:  # No finished run, no curve: an empty legend warns.
+    axis.legend(fontsize=7)
   fig.suptitle(f'{ablation.title} — {results.dataset}', fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=100)

@@ -220,6 +220,19 @@ def train_in_child(config: ml_collections.ConfigDict, directory: str, variant: s
   return marker
 
 
+def child_run(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, workdir: str, only_run: str,
+              tuning: bool) -> tuple[ml_collections.ConfigDict, str]:
+  """(config, run directory) of the run a child process is started for (`train_in_child`'s
+  --only_run=VARIANT:SEED_INDEX and --tuning), planned as the parent planned it."""
+  variant, seed_index = only_run.rsplit(':', 1)
+  root, run_base = workdir, base
+  if tuning:
+    root, run_base = os.path.join(workdir, TUNING_DIR), tuning_config(sweep, base)
+  [(_, _, config)] = [r for r in plan(sweep, run_base, int(seed_index) + 1, [variant])
+                      if r[1] == int(seed_index)]
+  return config, run_dir(root, variant, int(seed_index))
+
+
 def plan(sweep: sweeps.Sweep, base: ml_collections.ConfigDict, seeds: int,
          only: Sequence[str] | None = None) -> list[tuple[str, int, ml_collections.ConfigDict]]:
   """(variant, seed index, config) for every run of the sweep on the base config's data set."""
@@ -310,15 +323,10 @@ def main(argv):
   base = budgeted_base(sweep, _BASE.value, 'base_config', _QUICK.value)
   seeds = _SEEDS.value or (1 if _QUICK.value else sweep.default_seeds)
   if _ONLY_RUN.value:
-    variant, seed_index = _ONLY_RUN.value.rsplit(':', 1)
-    root, run_base = _WORKDIR.value, base
-    if _TUNING.value:
-      root, run_base = os.path.join(root, TUNING_DIR), tuning_config(sweep, base)
-    [(_, _, config)] = [r for r in plan(sweep, run_base, int(seed_index) + 1, [variant])
-                        if r[1] == int(seed_index)]
+    config, directory = child_run(sweep, base, _WORKDIR.value, _ONLY_RUN.value, _TUNING.value)
     try:
       with preemption.STOP:
-        marker = train_in_process(config, run_dir(root, variant, int(seed_index)))
+        marker = train_in_process(config, directory)
     except Interrupted:
       sys.exit(INTERRUPTED_EXIT)
     sys.exit(0 if marker['status'] == 'finished' else 1)

@@ -142,6 +142,38 @@ def test_a_crashed_child_is_reported(tmp_path, monkeypatch):
   assert sweep.read_marker(str(tmp_path))['status'] == 'failed'
 
 
+@pytest.mark.parametrize('sweep_name,base', [('ablations', default), ('ablations', cifar10),
+                                             ('fig1', cifar10)])
+def test_each_child_process_plans_the_run_its_parent_started_it_for(tmp_path, monkeypatch,
+                                                                   sweep_name, base):
+  """The child side of --isolation=subprocess, for every run and tuning run of the sweeps (the
+  command-line sweeps below train in-process; the SIGTERM test trains one child for real)."""
+  the_sweep, base_config = sweeps.SWEEPS[sweep_name], base.get_config()
+  workdir, commands = str(tmp_path), []
+
+  class RecordedChild:  # Exits at once without a marker: the parent marks the run failed.
+    def __init__(self, command, **kwargs):
+      commands.append(command)
+
+    def wait(self):
+      return 1
+
+  monkeypatch.setattr(sweep.subprocess, 'Popen', RecordedChild)
+  sweep.run_sweep(the_sweep, base_config, workdir, 2, isolation='subprocess')
+  if base_config.dataset in the_sweep.tuning:  # The grid's tuning runs, then the chosen rates.
+    tuning_runs = sweep.plan(the_sweep, sweep.tuning_config(the_sweep, base_config), 1)
+    assert sum('--tuning=True' in command for command in commands) == len(tuning_runs) > 2
+  else:
+    assert len(commands) == len(sweep.plan(the_sweep, base_config, 2)) > 2
+  for command in commands:
+    only_run = next(a.split('=', 1)[1] for a in command if a.startswith('--only_run='))
+    config, directory = sweep.child_run(the_sweep, base_config, workdir, only_run,
+                                        '--tuning=True' in command)
+    marker = sweep.read_marker(directory)  # The parent's config of the run it started.
+    assert marker['status'] == 'failed' and 'status 1' in marker['error']
+    assert sweep._config_json(config) == marker['config'], only_run  # pylint: disable=protected-access
+
+
 def test_a_run_stopped_by_a_signal_is_not_marked_and_stops_the_sweep(tmp_path, monkeypatch):
   from alexnet_jax import preemption
   monkeypatch.setattr(preemption.STOP, 'signal_name', None)  # Restored after the test.
@@ -379,12 +411,15 @@ def test_every_sweep_plans_valid_configs(name, quick, base):
 
 @pytest.mark.slow
 def test_quick_sweep_from_the_command_line(tmp_path):
-  """The CI run of the real sweep's runner: every Fashion-MNIST variant, real data, a tiny net."""
+  """The CI run of the real sweep's runner: every Fashion-MNIST variant, real data, a tiny net.
+  In one process (6 child processes took twice as long); the child side of the default
+  --isolation=subprocess is tested for every run above, and the SIGTERM test trains in one."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = str(tmp_path / 'quick')
   env = {**os.environ, 'PYTHONPATH': root, 'XLA_FLAGS': ''}
   result = subprocess.run([sys.executable, 'experiments/sweep.py', '--sweep=ablations', '--quick',
-                           '--seeds=1', f'--workdir={workdir}'], cwd=root, env=env,
+                           '--seeds=1', '--isolation=inprocess', f'--workdir={workdir}'],
+                          cwd=root, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.load(open(os.path.join(workdir, 'results.json')))
