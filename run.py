@@ -42,11 +42,7 @@ def _initialize_distributed(jax) -> None:
 
 def main(argv):
   del argv
-  # TensorFlow only feeds data: keep it off any accelerator JAX needs.
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
-  import jax
-  from alexnet_jax import preemption, summary, train
+  from alexnet_jax import config_checks, summary
 
   config = cli.config_value()
   if _SUMMARY.value:
@@ -54,6 +50,13 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise UserError('--workdir is required: the directory for checkpoints and metrics.')
+  config_checks.validate(config)  # A mistake is one line before TensorFlow loads (3-4 s).
+  # TensorFlow only feeds data: keep it off any accelerator JAX needs.
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')
+  import jax
+  from alexnet_jax import preemption, train
+
   _initialize_distributed(jax)
   if jax.process_index() != 0:  # Process 0 logs for everyone; the others only warn.
     logging.set_verbosity(logging.WARNING)

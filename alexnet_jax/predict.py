@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from alexnet_jax import cli, data, trained_model  # noqa: E402
-from alexnet_jax.data import convention, images  # noqa: E402
+from alexnet_jax.data import images  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
 
 
@@ -68,6 +68,7 @@ def image_preprocessor(config: ml_collections.ConfigDict) -> Callable[[np.ndarra
   """The config's evaluation input for one decoded image. Without the data set where the config
   carries its whole input convention (a converted model: the mean in the config or a file of
   the workdir); otherwise the data set's own, which may need it prepared (a training mean)."""
+  from alexnet_jax.data import convention  # pylint: disable=import-outside-toplevel  (TensorFlow)
   preprocess = convention.offline_preprocessor(config)
   if preprocess is not None:
     return preprocess

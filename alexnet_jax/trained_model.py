@@ -14,10 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import tensorflow_datasets as tfds
 
 from alexnet_jax import checkpoint, data, registry
-from alexnet_jax.data import convention
 from alexnet_jax.errors import UserError
 from alexnet_jax.workdir import Workdir
 
@@ -44,8 +42,11 @@ def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(names[c] for c in classes) if classes else tuple(names)
 
 
-def _builder_info(config: ml_collections.ConfigDict) -> tfds.core.DatasetInfo:
-  # The metadata ships with TFDS: no prepared data is needed to read it.
+def _builder_info(config: ml_collections.ConfigDict) -> Any:
+  """The data set's tfds.core.DatasetInfo. The metadata ships with TFDS: no prepared data is
+  needed to read it. TensorFlow is imported here, not with the module: a tool's --help and its
+  mistakes (a missing workdir) are answered without it (3-4 s)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   return tfds.builder(data.entry(config).tfds_name, data_dir=config.get('data_dir')).info
 
 
@@ -74,6 +75,7 @@ def load(workdir: str | None = None, checkpoint_path: str | None = None) -> Trai
   checkpoint_dir = os.path.join(workdir, 'checkpoints')
   if step is None:
     step = checkpoint.latest_step(checkpoint_dir)
+  from alexnet_jax.data import convention  # pylint: disable=import-outside-toplevel  (TensorFlow)
   config = convention.resolve_paths(load_config(workdir, step), workdir)  # The workdir's mean file.
   names = class_names(config)
   model = registry.create_model(config.model, len(names))
