@@ -4,8 +4,8 @@ Signals belong to the process, so the entry point enters `STOP` around training 
 the trainer polls `STOP.reached(step)` after every step and, when it says so, saves a checkpoint
 and returns normally: the process exits 0 and a restart resumes from that step. A second signal
 gets the usual behaviour (SIGINT: KeyboardInterrupt, SIGTERM: termination), so a stuck save can
-still be aborted. Code that calls `train_and_evaluate` without entering `STOP` keeps Python's
-default signal handling.
+still be aborted. A signal the process inherited as ignored stays ignored. Code that calls
+`train_and_evaluate` without entering `STOP` keeps Python's default signal handling.
 
 With several processes, every process has to stop at the same step or the collectives and the
 checkpoint barrier hang. There JAX's preemption service (started by `jax.distributed.initialize`,
@@ -35,7 +35,10 @@ class StopRequest:
     # training simply runs without graceful stops.
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       for signum in _SIGNALS:
-        self._previous_handlers[signum] = signal.signal(signum, self._handle)
+        # An ignored signal stays ignored, as Python leaves it (a shell starts background jobs
+        # with SIGINT ignored, nohup-like wrappers SIGTERM): whoever ignored it meant it.
+        if signal.getsignal(signum) != signal.SIG_IGN:
+          self._previous_handlers[signum] = signal.signal(signum, self._handle)
     return self
 
   def __exit__(self, *exc_info) -> None:

@@ -2,7 +2,7 @@
 
     python experiments/sweep.py --sweep=ablations --base_config=configs/default.py --workdir=DIR
     python experiments/sweep.py --sweep=fig1 --base_config=configs/default.py --workdir=DIR
-    python experiments/sweep.py --sweep=ablations --workdir=/tmp/quick --quick   # CI: ~1 minute
+    python experiments/sweep.py --sweep=ablations --workdir=/tmp/quick --quick   # six tiny runs
 
 Each variant x seed trains in DIR/<variant>/seed<k> through alexnet_jax.train.train_and_evaluate,
 by default in a child process so that a crash or out-of-memory in one variant cannot take down the
@@ -322,7 +322,7 @@ def _hide_accelerators_from_tensorflow() -> None:
 
 def main(argv):
   del argv
-  if _ONLY_RUN.value or _ISOLATION.value == 'inprocess':
+  if _ONLY_RUN.value or (_ISOLATION.value == 'inprocess' and not _REPORT_ONLY.value):
     _hide_accelerators_from_tensorflow()
   if not _WORKDIR.value:
     raise UserError('--workdir is required: the directory for the runs, tables and figures.')

@@ -15,7 +15,7 @@ def test_the_first_signal_is_a_flag_and_a_second_acts_as_without_us(signum, name
   inherited = signal.getsignal(signum)
   if signum == signal.SIGINT:
     # Python's Ctrl-C handler, whatever this process inherited: a non-interactive shell starts a
-    # background job (`pytest &`) with SIGINT ignored, and a second Ctrl-C then rightly does nothing.
+    # background job (`pytest &`) with SIGINT ignored, and ignored signals stay ignored (below).
     signal.signal(signum, signal.default_int_handler)
   try:
     _check_first_and_second_signal(signum, name)
@@ -36,6 +36,27 @@ def _check_first_and_second_signal(signum, name):
     else:  # The handler in place before us (a test one, so that the process survives).
       assert signal.getsignal(signum) == before
   assert signal.getsignal(signum) == before  # Leaving restores the handlers.
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_an_ignored_signal_stays_ignored(signum):
+  inherited = signal.signal(signum, signal.SIG_IGN)  # As `pytest &` (SIGINT) may start us.
+  try:
+    stop = preemption.StopRequest()
+    with stop:
+      assert signal.getsignal(signum) == signal.SIG_IGN
+      os.kill(os.getpid(), signum)
+      assert not stop.received
+    assert signal.getsignal(signum) == signal.SIG_IGN
+  finally:
+    signal.signal(signum, inherited)
+
+
+def test_leaving_without_a_signal_restores_the_handlers():
+  before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+  with preemption.StopRequest() as stop:
+    assert signal.getsignal(signal.SIGTERM) == stop._handle  # pylint: disable=protected-access
+  assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
 def test_without_entering_it_no_handler_is_installed():

@@ -152,8 +152,8 @@ def test_each_child_process_plans_the_run_its_parent_started_it_for(tmp_path, mo
   workdir, commands = str(tmp_path), []
 
   class RecordedChild:  # Exits at once without a marker: the parent marks the run failed.
-    def __init__(self, command, **kwargs):
-      commands.append(command)
+    def __init__(self, command, stdout, **kwargs):
+      commands.append((command, os.path.dirname(stdout.name)))  # The run's log.txt: its directory.
 
     def wait(self):
       return 1
@@ -162,16 +162,18 @@ def test_each_child_process_plans_the_run_its_parent_started_it_for(tmp_path, mo
   sweep.run_sweep(the_sweep, base_config, workdir, 2, isolation='subprocess')
   if base_config.dataset in the_sweep.tuning:  # The grid's tuning runs, then the chosen rates.
     tuning_runs = sweep.plan(the_sweep, sweep.tuning_config(the_sweep, base_config), 1)
-    assert sum('--tuning=True' in command for command in commands) == len(tuning_runs) > 2
+    assert sum('--tuning=True' in command for command, _ in commands) == len(tuning_runs) > 2
   else:
     assert len(commands) == len(sweep.plan(the_sweep, base_config, 2)) > 2
-  for command in commands:
+  for command, started_for in commands:
     only_run = next(a.split('=', 1)[1] for a in command if a.startswith('--only_run='))
     config, directory = sweep.child_run(the_sweep, base_config, workdir, only_run,
                                         '--tuning=True' in command)
+    assert directory == started_for, only_run
     marker = sweep.read_marker(directory)  # The parent's config of the run it started.
     assert marker['status'] == 'failed' and 'status 1' in marker['error']
-    assert sweep._config_json(config) == marker['config'], only_run  # pylint: disable=protected-access
+    parents = marker['config']  # pylint: disable-next=protected-access
+    assert sweep._config_json(config) == parents, only_run
 
 
 def test_a_run_stopped_by_a_signal_is_not_marked_and_stops_the_sweep(tmp_path, monkeypatch):
