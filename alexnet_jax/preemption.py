@@ -36,7 +36,7 @@ class StopRequest:
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       for signum in _SIGNALS:
         # An ignored signal stays ignored, as Python leaves it (a shell starts background jobs
-        # with SIGINT ignored, nohup-like wrappers SIGTERM): whoever ignored it meant it.
+        # with SIGINT ignored): whoever ignored it meant it.
         if signal.getsignal(signum) != signal.SIG_IGN:
           self._previous_handlers[signum] = signal.signal(signum, self._handle)
     return self
