@@ -14,6 +14,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import scipy.stats
+from absl.testing import flagsaver
 import tensorflow_datasets as tfds
 
 from alexnet_jax import config_checks, registry, train
@@ -174,6 +175,49 @@ def test_each_child_process_plans_the_run_its_parent_started_it_for(tmp_path, mo
     assert marker['status'] == 'failed' and 'status 1' in marker['error']
     parents = marker['config']  # pylint: disable-next=protected-access
     assert sweep._config_json(config) == parents, only_run
+
+
+def _main_with(argv, monkeypatch):
+  """experiments/sweep.py's main() as the command line `argv` runs it, here in this process."""
+  sweep.FLAGS.unparse_flags()
+  sweep.FLAGS(argv)
+  monkeypatch.setattr(sys, 'argv', argv)
+  sweep.main([])
+
+
+def test_each_child_command_line_trains_the_run_its_parent_started_it_for(tmp_path, monkeypatch):
+  """The whole child command line, through main() on both sides: the flags the parent forwards
+  (--sweep, --quick, --base_config, --tuning, --only_run) rebuild each run. (Forwarded overrides,
+  --base_config.KEY=VALUE, reach a real child in the SIGTERM test.)"""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir, started, trained = str(tmp_path), [], []
+
+  class RecordedChild:  # Exits at once without a marker: the parent marks the run failed.
+    def __init__(self, command, stdout, **kwargs):
+      started.append((command, os.path.dirname(stdout.name)))
+
+    def wait(self):
+      return 1
+
+  def recorded_training(config, directory):
+    trained.append((config, directory))
+    return {'status': 'finished'}
+
+  monkeypatch.setattr(sweep.subprocess, 'Popen', RecordedChild)
+  monkeypatch.setattr(sweep, 'train_in_process', recorded_training)
+  monkeypatch.setattr(sweep, '_hide_accelerators_from_tensorflow', lambda: None)
+  with flagsaver.flagsaver():
+    _main_with(['sweep.py', '--sweep=fig1', '--quick', '--seeds=2', f'--workdir={workdir}',
+                f'--base_config={os.path.join(root, "configs", "cifar10.py")}'], monkeypatch)
+    assert sum('--tuning=True' in command for command, _ in started) > 2
+    for command, directory in started:
+      with pytest.raises(SystemExit) as exit_status:
+        _main_with(['sweep.py', *command[2:]], monkeypatch)
+      assert exit_status.value.code == 0
+      config, trained_in = trained.pop()
+      assert trained_in == directory
+      parents = sweep.read_marker(directory)['config']  # pylint: disable-next=protected-access
+      assert sweep._config_json(config) == parents and config.dataset == 'cifar10'
 
 
 def test_a_run_stopped_by_a_signal_is_not_marked_and_stops_the_sweep(tmp_path, monkeypatch):
