@@ -14,8 +14,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 import scipy.stats
-from absl.testing import flagsaver
 import tensorflow_datasets as tfds
+from absl.testing import flagsaver
 
 from alexnet_jax import config_checks, registry, train
 from alexnet_jax.errors import UserError
@@ -143,6 +143,23 @@ def test_a_crashed_child_is_reported(tmp_path, monkeypatch):
   assert sweep.read_marker(str(tmp_path))['status'] == 'failed'
 
 
+def _record_children(monkeypatch):
+  """Replaces the child processes of train_in_child: each records (its command line, the run
+  directory of the log.txt it was given) in the returned list and exits at once with status 1,
+  without a marker, so the parent marks the run failed (with the config it started it for)."""
+  started = []
+
+  class RecordedChild:
+    def __init__(self, command, stdout, **kwargs):
+      started.append((command, os.path.dirname(stdout.name)))
+
+    def wait(self):
+      return 1
+
+  monkeypatch.setattr(sweep.subprocess, 'Popen', RecordedChild)
+  return started
+
+
 @pytest.mark.parametrize('sweep_name,base', [('ablations', default), ('ablations', cifar10),
                                              ('fig1', cifar10)])
 def test_each_child_process_plans_the_run_its_parent_started_it_for(tmp_path, monkeypatch,
@@ -150,16 +167,8 @@ def test_each_child_process_plans_the_run_its_parent_started_it_for(tmp_path, mo
   """The child side of --isolation=subprocess, for every run and tuning run of the sweeps (the
   command-line sweeps below train in-process; the SIGTERM test trains one child for real)."""
   the_sweep, base_config = sweeps.SWEEPS[sweep_name], base.get_config()
-  workdir, commands = str(tmp_path), []
+  workdir, commands = str(tmp_path), _record_children(monkeypatch)
 
-  class RecordedChild:  # Exits at once without a marker: the parent marks the run failed.
-    def __init__(self, command, stdout, **kwargs):
-      commands.append((command, os.path.dirname(stdout.name)))  # The run's log.txt: its directory.
-
-    def wait(self):
-      return 1
-
-  monkeypatch.setattr(sweep.subprocess, 'Popen', RecordedChild)
   sweep.run_sweep(the_sweep, base_config, workdir, 2, isolation='subprocess')
   if base_config.dataset in the_sweep.tuning:  # The grid's tuning runs, then the chosen rates.
     tuning_runs = sweep.plan(the_sweep, sweep.tuning_config(the_sweep, base_config), 1)
@@ -190,20 +199,12 @@ def test_each_child_command_line_trains_the_run_its_parent_started_it_for(tmp_pa
   (--sweep, --quick, --base_config, --tuning, --only_run) rebuild each run. (Forwarded overrides,
   --base_config.KEY=VALUE, reach a real child in the SIGTERM test.)"""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  workdir, started, trained = str(tmp_path), [], []
-
-  class RecordedChild:  # Exits at once without a marker: the parent marks the run failed.
-    def __init__(self, command, stdout, **kwargs):
-      started.append((command, os.path.dirname(stdout.name)))
-
-    def wait(self):
-      return 1
+  workdir, started, trained = str(tmp_path), _record_children(monkeypatch), []
 
   def recorded_training(config, directory):
     trained.append((config, directory))
     return {'status': 'finished'}
 
-  monkeypatch.setattr(sweep.subprocess, 'Popen', RecordedChild)
   monkeypatch.setattr(sweep, 'train_in_process', recorded_training)
   monkeypatch.setattr(sweep, '_hide_accelerators_from_tensorflow', lambda: None)
   with flagsaver.flagsaver():
