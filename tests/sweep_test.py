@@ -1,6 +1,7 @@
 """The sweep runner, its tables and figures, and the sweep definitions."""
 
 import csv
+import functools
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 from absl.testing import flagsaver
 
 from alexnet_jax import config_checks, registry, train
@@ -194,7 +196,8 @@ def _main_with(argv, monkeypatch):
   sweep.main([])
 
 
-def test_each_child_command_line_trains_the_run_its_parent_started_it_for(tmp_path, monkeypatch):
+def test_each_child_command_line_trains_the_run_its_parent_started_it_for(tmp_path, monkeypatch,
+                                                                         request):
   """The whole child command line, through main() on both sides: the flags the parent forwards
   (--sweep, --quick, --base_config, --tuning, --only_run) rebuild each run. (Forwarded overrides,
   --base_config.KEY=VALUE, reach a real child in the SIGTERM test.)"""
@@ -207,6 +210,10 @@ def test_each_child_command_line_trains_the_run_its_parent_started_it_for(tmp_pa
 
   monkeypatch.setattr(sweep, 'train_in_process', recorded_training)
   monkeypatch.setattr(sweep, '_hide_accelerators_from_tensorflow', lambda: None)
+  # Parsing --verbosity sets the absl logger's level, which flagsaver does not undo: put it back,
+  # or a later test's caplog.at_level(INFO) sees no absl records (train_test's progress report).
+  absl_logger = absl_logging.get_absl_logger()
+  request.addfinalizer(functools.partial(absl_logger.setLevel, absl_logger.level))
   with flagsaver.flagsaver():
     _main_with(['sweep.py', '--sweep=fig1', '--quick', '--seeds=2', f'--workdir={workdir}',
                 f'--base_config={os.path.join(root, "configs", "cifar10.py")}'], monkeypatch)
