@@ -333,8 +333,8 @@ def test_a_training_subset_is_trained_and_evaluated_alone(prepared):
                    random_flip=True)
   dataset = cifar10.create_dataset(config, 0, 1)
   assert dataset.num_train_examples == 40 and set(dataset.eval_batches) == {'', 'train'}
-  images, labels = cifar10._load_split(cifar10.prepare_builder(prepared['data_dir'], None),
-                                       'train')
+  images, labels = cifar10.prepared.load_split(
+      cifar10.prepare_builder(prepared['data_dir'], None), 'train')
   subset = {image.tobytes(): int(label) for image, label in zip(images[:40], labels[:40])}
   mean = np.concatenate([prepared['files'][n][0] for n in cifar10.TRAIN_FILES]).mean(
       axis=(0, 1, 2))

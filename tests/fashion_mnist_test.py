@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import Position, fashion_mnist
+from alexnet_jax.data import Position, fashion_mnist, prepared
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -83,3 +83,35 @@ def test_eval_covers_the_split_exactly_once(mock_fashion_mnist):
   batches = list(dataset.eval_batches['']())
   assert sum(int(b['mask'].sum()) for b in batches) == dataset.num_eval_examples
   assert all(b['image'].shape == (40, 67, 67, 1) for b in batches)
+
+
+def test_splits_kept_in_memory_decode_each_split_once(mock_fashion_mnist, monkeypatch):
+  """An in-process sweep's runs share the decoded splits; outside the context every data set
+  decodes again, and the arrays are read-only either way (no run can change another's data)."""
+  decoded = []
+  as_dataset = tfds.core.DatasetBuilder.as_dataset
+
+  def counted(self, *args, split=None, **kwargs):
+    decoded.append(split)
+    return as_dataset(self, *args, split=split, **kwargs)
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'as_dataset', counted)
+  config = tiny_config()
+  fashion_mnist.create_dataset(config, 0, 1)
+  fashion_mnist.create_dataset(config, 0, 1)
+  assert decoded == ['train', 'test'] * 2
+  decoded.clear()
+  builder = fashion_mnist.prepare_builder(None)
+  with prepared.splits_kept_in_memory():
+    first = fashion_mnist.create_dataset(config, 0, 1)
+    second = fashion_mnist.create_dataset(tiny_config(batch_size=8, seed=3), 0, 1)
+    images, labels = prepared.load_split(builder, 'train')
+    assert prepared.load_split(builder, 'train')[0] is images
+  assert decoded == ['train', 'test']
+  assert not images.flags.writeable and not labels.flags.writeable
+  with pytest.raises(ValueError, match='read-only'):
+    images[0] = 0
+  batches = [next(d.train_batches()) for d in (first, second)]  # Both still train.
+  assert batches[0]['image'].shape[0] == config.batch_size and batches[1]['image'].shape[0] == 8
+  prepared.load_split(builder, 'train')
+  assert decoded == ['train', 'test', 'train']  # Forgotten after the context.

@@ -20,6 +20,7 @@ from absl import logging as absl_logging
 from absl.testing import flagsaver
 
 from alexnet_jax import config_checks, registry, train
+from alexnet_jax.data import prepared
 from alexnet_jax.errors import UserError
 from configs import cifar10, default, imagenet
 from experiments import report, sweep, sweeps
@@ -186,6 +187,26 @@ def test_each_child_process_plans_the_run_its_parent_started_it_for(tmp_path, mo
     assert marker['status'] == 'failed' and 'status 1' in marker['error']
     parents = marker['config']  # pylint: disable-next=protected-access
     assert sweep._config_json(config) == parents, only_run
+
+
+def test_runs_in_this_process_share_the_decoded_data(tmp_path, monkeypatch):
+  """In-process runs decode each split once (prepared.splits_kept_in_memory), from the first
+  tuning run to the last run of the sweep; the splits are let go after."""
+  kept = []
+
+  def recorded_run(config, directory):  # pylint: disable=protected-access
+    kept.append(prepared._kept_splits is not None)
+    marker = {'status': 'failed', 'error': 'recorded', 'wall_s': 0.0, 'cpu_s': 0.0,
+              'config': sweep._config_json(config)}
+    sweep._write_marker(directory, marker)
+    return marker
+
+  monkeypatch.setattr(sweep, 'train_in_process', recorded_run)
+  fig1, base_config = sweeps.SWEEPS['fig1'], cifar10.get_config()  # Tuning runs, then the rest.
+  sweep.run_sweep(fig1, base_config, str(tmp_path), 1, isolation='inprocess')
+  tuning_runs = sweep.plan(fig1, sweep.tuning_config(fig1, base_config), 1)
+  assert len(kept) > len(tuning_runs) and all(kept)
+  assert prepared._kept_splits is None  # pylint: disable=protected-access
 
 
 def _main_with(argv, monkeypatch):

@@ -63,8 +63,8 @@ from absl import logging
 from etils import epath
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from alexnet_jax.data import (Batch, Dataset, Position, padded_eval_batches, preprocessing,
-                              shuffled_epochs)
+from alexnet_jax.data import (Batch, Dataset, Position, padded_eval_batches, prepared,
+                              preprocessing, shuffled_epochs)
 from alexnet_jax.errors import UserError, exit_on_user_error
 
 BUILDER_NAME = 'cifar10'
@@ -312,14 +312,6 @@ def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.D
   return builder
 
 
-def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """All of a split in TFDS's (deterministic) order: uint8 [N, 32, 32, 3], int32 [N]."""
-  batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
-  images = np.concatenate([images for images, _ in batches])
-  labels = np.concatenate([labels for _, labels in batches])
-  return images, labels.astype(np.int32)
-
-
 # --- Training-set statistics --------------------------------------------------------------------
 
 
@@ -447,8 +439,8 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     raise UserError(f'eval_batch_size={config.eval_batch_size} is not divisible by the number of '
                     f'processes ({process_count}); set --config.eval_batch_size to a multiple.')
   builder = prepare_builder(config.get('data_dir'), config.get('manual_dir'))
-  train_images, train_labels = _load_split(builder, 'train')
-  test_images, test_labels = _load_split(builder, 'test')
+  train_images, train_labels = prepared.load_split(builder, 'train')
+  test_images, test_labels = prepared.load_split(builder, 'test')
   names = tuple(builder.info.features['label'].names)
   stats = load_or_compute_statistics(builder, train_images)
   if options.train_examples:
@@ -544,7 +536,7 @@ def main(argv: list[str]) -> None:
   start = time.perf_counter()
   with exit_on_user_error():
     builder = prepare_builder(flags.FLAGS.data_dir, flags.FLAGS.manual_dir)
-    train_images, _ = _load_split(builder, 'train')
+    train_images, _ = prepared.load_split(builder, 'train')
     stats = load_or_compute_statistics(builder, train_images)
   np.set_printoptions(precision=5, suppress=True)
   print(f'{BUILDER_NAME} prepared in {builder.data_dir} ({time.perf_counter() - start:.0f} s)')

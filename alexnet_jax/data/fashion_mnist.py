@@ -82,14 +82,6 @@ def prepare_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def _load_split(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-  ds = builder.as_dataset(split=split, as_supervised=True).batch(10000)
-  batches = list(prepared.as_numpy(ds, builder.data_dir))
-  images = np.concatenate([images for images, _ in batches])
-  labels = np.concatenate([labels for _, labels in batches])
-  return images, labels.astype(np.int32)
-
-
 def create_dataset(config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> Dataset:
   """Fashion-MNIST from TFDS (the Debian files offline): this process's share of each batch.
@@ -104,8 +96,8 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   Longer than 60 lines on purpose: the batch iterators are closures over the arrays loaded here.
   """
   builder = prepare_builder(config.get('data_dir'))
-  train_images, train_labels = _load_split(builder, 'train')
-  test_images, test_labels = _load_split(builder, 'test')
+  train_images, train_labels = prepared.load_split(builder, 'train')
+  test_images, test_labels = prepared.load_split(builder, 'test')
   names = tuple(builder.info.features['label'].names)
   classes = config.input.get('classes')
   if classes:  # A subset of the classes, relabelled 0..len(classes)-1 (e.g. for fine-tuning).
