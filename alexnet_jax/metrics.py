@@ -1,22 +1,21 @@
 """Classification metrics and the metric writers (TensorBoard + metrics.jsonl + console).
 
 clu's writers are stable but see few releases, so everything clu-specific stays in this file.
+clu is imported only where a run writes (`create_writer`): its package imports TensorFlow for
+the TensorBoard writer, 2-3 s that a tool's --help or a weight conversion need not pay.
 """
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from clu import metric_writers
 
 from alexnet_jax.workdir import Workdir
-
-MetricWriter = metric_writers.MetricWriter  # What create_writer returns, for type hints.
 
 
 def top_k_error_count(probs_or_logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
@@ -57,11 +56,13 @@ def means(sums: Mapping[str, Any], prefix: str) -> dict[str, float]:
           for name, value in sums.items() if name != 'count'}
 
 
-class JsonlWriter(metric_writers.interface.MetricWriter):
+class JsonlWriter:
   """Writes one JSON object per write_scalars call: {"step": N, "train/loss": ...}.
 
   Appends, one flushed line per row. After a crash and resume the file holds the rows written
   after the last checkpoint twice; `read_metrics` keeps the newest value per step and key.
+  It has the methods of clu's MetricWriter that a run calls (write_scalars, write_hparams,
+  flush, close).
   """
 
   def __init__(self, path: str):
@@ -73,25 +74,7 @@ class JsonlWriter(metric_writers.interface.MetricWriter):
     row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
     self._file.write(json.dumps(row) + '\n')
 
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
+  def write_hparams(self, hparams: Mapping[str, Any]):
     pass
 
   def flush(self):
@@ -101,41 +84,49 @@ class JsonlWriter(metric_writers.interface.MetricWriter):
     self._file.close()
 
 
-def create_writer(workdir: str, is_main_process: bool) -> metric_writers.MetricWriter:
-  """TensorBoard event files and metrics.jsonl in workdir on process 0; nothing elsewhere."""
-  if not is_main_process:
-    return metric_writers.MultiWriter([])
-  return _WriteErrorsReported([
-      metric_writers.SummaryWriter(workdir),
-      JsonlWriter(Workdir(workdir).metrics_file),
-  ])
+class MetricWriter:
+  """What a run writes its metrics to: each of `writers` (clu MetricWriters or JsonlWriter).
 
+  A full disk must not end training: a failed write is reported once and skipped, for that
+  writer only, and training goes on.
+  """
 
-class _WriteErrorsReported(metric_writers.MultiWriter):
-  """A full disk must not end training: a failed metrics write is reported once and skipped."""
-
-  def __init__(self, writers):
-    super().__init__(writers)
+  def __init__(self, writers: Sequence[Any]):
+    self._writers = list(writers)
     self._reported = False
 
-  def _guarded(self, write, *args) -> None:
-    try:
-      write(*args)
-    except Exception as e:  # pylint: disable=broad-except  # OSError, TensorFlow's own errors.
-      if not self._reported:
-        first_line = (str(e).strip().splitlines() or [''])[0][:200]
-        logging.error('Could not write metrics (%s: %s); training goes on, rows are lost until '
-                      'writing works again.', type(e).__name__, first_line)
-        self._reported = True
+  def _each(self, method: str, *args) -> None:
+    for writer in self._writers:
+      try:
+        getattr(writer, method)(*args)
+      except Exception as e:  # pylint: disable=broad-except  # OSError, TensorFlow's own errors.
+        if not self._reported:
+          first_line = (str(e).strip().splitlines() or [''])[0][:200]
+          logging.error('Could not write metrics (%s: %s); training goes on, rows are lost '
+                        'until writing works again.', type(e).__name__, first_line)
+          self._reported = True
 
-  def write_scalars(self, step, scalars):
-    self._guarded(super().write_scalars, step, scalars)
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    self._each('write_scalars', step, scalars)
 
-  def write_hparams(self, hparams):
-    self._guarded(super().write_hparams, hparams)
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    self._each('write_hparams', hparams)
 
-  def flush(self):
-    self._guarded(super().flush)
+  def flush(self) -> None:
+    self._each('flush')
+
+  def close(self) -> None:
+    for writer in self._writers:
+      writer.close()
+
+
+def create_writer(workdir: str, is_main_process: bool) -> MetricWriter:
+  """TensorBoard event files and metrics.jsonl in workdir on process 0; nothing elsewhere."""
+  if not is_main_process:
+    return MetricWriter([])
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel  # Imports TF.
+  return MetricWriter([metric_writers.SummaryWriter(workdir),
+                       JsonlWriter(Workdir(workdir).metrics_file)])
 
 
 def _drop_torn_last_line(path: str) -> None:

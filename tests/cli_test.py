@@ -60,24 +60,40 @@ def test_the_entry_points_are_found():
 
 def _help(path: pathlib.Path, env: dict[str, str], argv: list[str],
           doc: str) -> tuple[pathlib.Path, subprocess.CompletedProcess, str]:
+  # -X importtime: stderr names every module imported, TensorFlow's 2-4 s included.
   result = subprocess.run(
-      argv + ['--help'], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+      [argv[0], '-X', 'importtime', *argv[1:], '--help'], cwd=ROOT, capture_output=True,
+      text=True, timeout=300, check=False,
       env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'XLA_FLAGS': '', **env})
   return path, result, doc
 
 
+def _imported(importtime_stderr: str) -> set[str]:
+  """The modules a `python -X importtime` run imported (its stderr's last column)."""
+  return {line.rsplit('|', 1)[1].strip() for line in importtime_stderr.splitlines()
+          if line.startswith('import time:')}
+
+
+READS_DATA_AT_IMPORT = {'alexnet_jax/data/cifar10.py'}  # The CIFAR-10 preparation: all tf.data.
+
+
 @pytest.mark.slow
 def test_every_entry_point_prints_its_usage_on_help():
-  # Three at a time: most of the time is importing JAX and TensorFlow.
+  """... without TensorFlow, which only the data pipelines need (and clu's TensorBoard writer,
+  imported where a run writes): a config mistake or a weight conversion does not wait for it."""
+  # Three at a time: most of the time is importing JAX.
   commands = [(path, *documented_command(path)) for path in ENTRY_POINTS]  # ast: not in threads.
   with concurrent.futures.ThreadPoolExecutor(3) as pool:
     results = list(pool.map(lambda command: _help(*command), commands))
   failures = []
   for path, result, doc in results:
     usage_ok = doc.splitlines()[0] in result.stdout and '--log_level' in result.stdout
-    if result.returncode != 0 or not usage_ok or 'Traceback' in result.stderr:
-      failures.append(f'{path}: exit {result.returncode}\n{result.stdout[-500:]}'
-                      f'{result.stderr[-1500:]}')
+    stderr = '\n'.join(line for line in result.stderr.splitlines()
+                       if not line.startswith('import time:'))
+    if result.returncode != 0 or not usage_ok or 'Traceback' in stderr:
+      failures.append(f'{path}: exit {result.returncode}\n{result.stdout[-500:]}{stderr[-1500:]}')
+    elif ('tensorflow' in _imported(result.stderr)) != (str(path) in READS_DATA_AT_IMPORT):
+      failures.append(f'{path}: TensorFlow imported: {"tensorflow" in _imported(result.stderr)}')
   assert not failures, '\n\n'.join(failures)
 
 
