@@ -283,15 +283,19 @@ def test_a_child_that_stopped_gracefully_is_not_marked(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_child_run_with_a_checkpoint_and_the_rerun_finishes_it(tmp_path):
+def test_sigterm_stops_a_child_run_with_a_checkpoint_and_the_rerun_finishes_it(tmp_path,
+                                                                             tiny_cifar10):
   """The real runner, a run in a child process: SIGTERM to the parent (as `kill PID` or a batch
   system sends it) reaches the child once; it saves at a step boundary, and the same command
-  finishes the run from there."""
+  finishes the run from there. On the tiny CIFAR-10 (Fashion-MNIST's 70,000 images take each
+  child 3-5 s to decode), which the child finds through the forwarded --base_config arguments."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = str(tmp_path / 'sweep')
   command = [sys.executable, 'experiments/sweep.py', '--sweep=ablations', '--quick', '--seeds=1',
-             '--variants=paper', f'--workdir={workdir}', '--base_config.num_train_steps=150',
-             '--base_config.checkpoint_every_steps=1000', '--base_config.eval_every_steps=1000']
+             '--variants=paper', f'--workdir={workdir}', '--base_config=configs/cifar10.py',
+             f'--base_config.data_dir={tiny_cifar10["data_dir"]}',
+             '--base_config.num_train_steps=150', '--base_config.checkpoint_every_steps=1000',
+             '--base_config.eval_every_steps=1000']
   env = {**os.environ, 'PYTHONPATH': root, 'XLA_FLAGS': ''}
   directory = os.path.join(workdir, 'paper', 'seed0')
   metrics = os.path.join(directory, 'metrics.jsonl')
