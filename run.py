@@ -42,7 +42,7 @@ def _initialize_distributed(jax) -> None:
 
 def main(argv):
   del argv
-  from alexnet_jax import config_checks, summary
+  from alexnet_jax import config_checks, data, summary
 
   config = cli.config_value()
   if _SUMMARY.value:
@@ -51,9 +51,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise UserError('--workdir is required: the directory for checkpoints and metrics.')
   config_checks.validate(config)  # A mistake is one line before TensorFlow loads (3-4 s).
-  # TensorFlow only feeds data: keep it off any accelerator JAX needs.
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
+  data.keep_tensorflow_off_accelerators()
   import jax
   from alexnet_jax import preemption, train
 

@@ -53,7 +53,7 @@ from typing import Any
 
 from absl import flags
 
-from alexnet_jax import cli
+from alexnet_jax import cli, data
 from alexnet_jax.errors import UserError, exit_on_user_error
 
 # JAX, TensorFlow and the model code are imported inside the worker's functions only: the parent
@@ -231,7 +231,7 @@ def _layout_rows(config, layouts: Sequence[tuple[int, int, str]] | None, batch_s
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   # pylint: disable-next=import-outside-toplevel
-  from alexnet_jax import benchmark, communication, data, parallel, registry
+  from alexnet_jax import benchmark, communication, parallel, registry
 
   devices = jax.device_count()
   batch_size = -(-batch_size // devices) * devices  # Splits over every layout's batch axes.
@@ -308,9 +308,7 @@ def run_worker(config, options: dict[str, Any], log: Callable[[str], None],
                save: Callable[[dict[str, Any]], None]) -> None:
   """Every section but the tests: the report's platform fields and section results, saved after
   each section (so a section that hangs past the time limit keeps the ones before it)."""
-  # TensorFlow only feeds data: keep it off any GPU JAX needs (before either touches a device).
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], 'GPU')
+  data.keep_tensorflow_off_accelerators()  # Before TensorFlow or JAX touches a device.
 
   report = _platform_info(config)
   on_cpu = report['platform'] == 'cpu'

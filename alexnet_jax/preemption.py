@@ -33,7 +33,7 @@ class StopRequest:
     self.signal_name = None
     # Python only lets the main thread install handlers; elsewhere (e.g. a notebook worker thread)
     # training simply runs without graceful stops.
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+    if self._one_process() and threading.current_thread() is threading.main_thread():
       for signum in _SIGNALS:
         # An ignored signal stays ignored, as Python leaves it (a shell starts background jobs
         # with SIGINT ignored): whoever ignored it meant it.
@@ -43,6 +43,11 @@ class StopRequest:
 
   def __exit__(self, *exc_info) -> None:
     self._restore_handlers()
+
+  def _one_process(self) -> bool:
+    """Whether this process trains alone (signal handlers), not in a jax.distributed run (JAX's
+    preemption service). Asking JAX starts its backend."""
+    return jax.process_count() == 1
 
   def _handle(self, signum: int, frame: types.FrameType | None) -> None:
     del frame
@@ -61,7 +66,7 @@ class StopRequest:
 
   def reached(self, step: int) -> bool:
     """Whether to stop after `step`; with several processes, call it once per step on all."""
-    if jax.process_count() > 1:
+    if not self._one_process():
       try:
         if multihost_utils.reached_preemption_sync_point(step):
           self.signal_name = self.signal_name or 'a preemption notice'

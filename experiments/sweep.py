@@ -32,7 +32,7 @@ import ml_collections  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from alexnet_jax import cli, preemption, registry  # noqa: E402
+from alexnet_jax import cli, data, preemption, registry  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
 from experiments import report, sweeps  # noqa: E402
 
@@ -68,6 +68,11 @@ class ChildStop(preemption.StopRequest):
   def __init__(self):
     super().__init__()
     self.child: subprocess.Popen | None = None
+
+  def _one_process(self) -> bool:
+    # Never part of a jax.distributed run. Asking JAX would start its backend in this process:
+    # on a GPU, a context and (JAX's default) most of the memory the child needs.
+    return True
 
   def _handle(self, signum: int, frame: Any) -> None:
     super()._handle(signum, frame)
@@ -326,17 +331,11 @@ def tuning_config(sweep: sweeps.Sweep,
   return registry.apply_overrides(base, sweep.tuning[base.dataset])
 
 
-def _hide_accelerators_from_tensorflow() -> None:
-  """TensorFlow only feeds data: keep it off any accelerator JAX needs. Called only where this
-  process trains (the parent of child processes never imports TensorFlow: ~3 s saved per call)."""
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
-
-
 def main(argv):
   del argv
   if _ONLY_RUN.value or (_ISOLATION.value == 'inprocess' and not _REPORT_ONLY.value):
-    _hide_accelerators_from_tensorflow()
+    # Only where this process trains: the parent of child processes never imports TensorFlow.
+    data.keep_tensorflow_off_accelerators()
   if not _WORKDIR.value:
     raise UserError('--workdir is required: the directory for the runs, tables and figures.')
   sweep = sweeps.SWEEPS[_SWEEP.value]

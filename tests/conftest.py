@@ -48,13 +48,12 @@ _restore_arena_limit()  # In an xdist worker this suite's controller started.
 import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import
 import jax  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from alexnet_jax import registry  # noqa: E402
+from alexnet_jax import data, registry  # noqa: E402
 from configs import default  # noqa: E402
 
-tf.config.set_visible_devices([], 'GPU')
+data.keep_tensorflow_off_accelerators()
 
 
 def pytest_configure(config):

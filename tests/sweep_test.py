@@ -230,7 +230,7 @@ def test_each_child_command_line_trains_the_run_its_parent_started_it_for(tmp_pa
     return {'status': 'finished'}
 
   monkeypatch.setattr(sweep, 'train_in_process', recorded_training)
-  monkeypatch.setattr(sweep, '_hide_accelerators_from_tensorflow', lambda: None)
+  monkeypatch.setattr(sweep.data, 'keep_tensorflow_off_accelerators', lambda: None)
   # Parsing --verbosity sets the absl logger's level, which flagsaver does not undo: put it back,
   # or a later test's caplog.at_level(INFO) sees no absl records (train_test's progress report).
   absl_logger = absl_logging.get_absl_logger()
@@ -280,6 +280,36 @@ def test_a_child_that_stopped_gracefully_is_not_marked(tmp_path, monkeypatch):
   monkeypatch.setattr(sweep.subprocess, 'Popen', None)
   with pytest.raises(sweep.Interrupted, match='SIGINT'):
     sweep.train_in_child(tiny_config(), str(tmp_path / 'next'), 'no_lrn', 0, child_flags=[])
+
+
+def test_the_parent_of_child_processes_starts_neither_jax_nor_tensorflow(tmp_path):
+  """Its children train. JAX's backend in the parent would, on a GPU, hold a context and most of
+  the device's memory (JAX preallocates) while a child trains; TensorFlow would cost 3 s."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = f"""if True:
+      import sys
+      from experiments import sweep
+      from jax._src import xla_bridge
+
+      class ExitingChild:  # Each run fails at once; the sweep goes on and reports them.
+        def __init__(self, *args, **kwargs):
+          pass
+
+        def wait(self):
+          return 1
+
+      sweep.subprocess.Popen = ExitingChild
+      sweep.FLAGS(['sweep.py', '--sweep=ablations', '--quick', '--workdir={tmp_path}'])
+      sweep.main([])  # It enters sweep.CHILD_STOP around the runs.
+      print('JAX backend:', xla_bridge.backends_are_initialized(),
+            'TensorFlow:', 'tensorflow' in sys.modules)
+      """
+  result = subprocess.run([sys.executable, '-c', script], cwd=root, capture_output=True,
+                          text=True, timeout=300, check=False,
+                          env={**os.environ, 'PYTHONPATH': root})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'JAX backend: False TensorFlow: False' in result.stdout, result.stdout[-3000:]
+  assert os.path.exists(os.path.join(tmp_path, 'results.md'))  # It did run the sweep.
 
 
 @pytest.mark.slow

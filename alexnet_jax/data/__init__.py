@@ -154,6 +154,15 @@ def entry(config: ml_collections.ConfigDict) -> DatasetEntry:
   return DATASETS[config.dataset]
 
 
+def keep_tensorflow_off_accelerators() -> None:
+  """Hides every GPU from TensorFlow, which here only feeds data, so that JAX has the
+  accelerators and their memory to itself. Call it before TensorFlow or JAX touches a device.
+  Imports TensorFlow (2-4 s): the modules of this package do not, so that a --help, a config
+  mistake or a process that never reads data does not wait for it."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.config.set_visible_devices([], 'GPU')
+
+
 def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   """(H, W, C) of the images the model of `config` takes: the one place this is derived."""
   size = config.input.image_size
