@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from alexnet_jax import data, metrics, optim, parallel, preemption, registry, train
 from alexnet_jax.errors import UserError
@@ -204,8 +205,20 @@ def test_metrics_files(tmp_path, mock_fashion_mnist):
   for r in eval_rows:
     assert 0 <= r['eval/top5_error'] <= r['eval/top1_error'] <= 1
   assert {'train/learning_rate', 'train/images_per_sec', 'train/top1_error'} <= set(train_rows[0])
-  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
   assert json.load(open(os.path.join(workdir, 'config.json')))['batch_size'] == 16
+  # TensorBoard's event file holds every value of metrics.jsonl, at the same step.
+  [events] = [name for name in os.listdir(workdir) if name.startswith('events.out.tfevents')]
+  tensorboard = {}
+  for record in tf.data.TFRecordDataset(os.path.join(workdir, events)):
+    event = tf.compat.v1.Event.FromString(record.numpy())
+    for value in event.summary.value:
+      array = tf.make_ndarray(value.tensor)
+      if array.ndim == 0 and array.dtype.kind == 'f':  # Scalars (hyper-parameters are text).
+        tensorboard[event.step, value.tag] = float(array)
+  jsonl = {(r['step'], key): value for r in rows for key, value in r.items() if key != 'step'}
+  assert set(jsonl) <= set(tensorboard) and len(jsonl) > 20
+  for key, value in jsonl.items():
+    assert tensorboard[key] == pytest.approx(value, rel=1e-6), key
 
 
 def test_reached_train_error_only_at_or_below_a_positive_target():

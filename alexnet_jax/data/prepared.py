@@ -48,7 +48,6 @@ def as_numpy(ds: tf.data.Dataset, directory: str) -> Iterator[dict[str, np.ndarr
                     'directory and run again to prepare it anew from its source files.') from e
 
 
-
 # (data set directory, split) -> (images, labels), while `splits_kept_in_memory` is active.
 _kept_splits: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None
 
