@@ -87,24 +87,25 @@ class JsonlWriter:
 class MetricWriter:
   """What a run writes its metrics to: each of `writers` (clu MetricWriters or JsonlWriter).
 
-  A full disk must not end training: a failed write is reported once and skipped, for that
-  writer only, and training goes on.
+  A full disk must not end training: a failed write is reported once per writer and skipped,
+  for that writer only, and training goes on.
   """
 
   def __init__(self, writers: Sequence[Any]):
     self._writers = list(writers)
-    self._reported = False
+    self._reported: set[int] = set()  # Writers whose failure was reported.
 
   def _each(self, method: str, *args) -> None:
-    for writer in self._writers:
+    for i, writer in enumerate(self._writers):
       try:
         getattr(writer, method)(*args)
       except Exception as e:  # pylint: disable=broad-except  # OSError, TensorFlow's own errors.
-        if not self._reported:
+        if i not in self._reported:
           first_line = (str(e).strip().splitlines() or [''])[0][:200]
-          logging.error('Could not write metrics (%s: %s); training goes on, rows are lost '
-                        'until writing works again.', type(e).__name__, first_line)
-          self._reported = True
+          logging.error('Could not write metrics to %s (%s: %s); training goes on, its rows are '
+                        'lost until writing works again.', _writer_name(writer),
+                        type(e).__name__, first_line)
+          self._reported.add(i)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     self._each('write_scalars', step, scalars)
@@ -116,8 +117,11 @@ class MetricWriter:
     self._each('flush')
 
   def close(self) -> None:
-    for writer in self._writers:
-      writer.close()
+    self._each('close')
+
+
+def _writer_name(writer: Any) -> str:
+  return 'metrics.jsonl' if isinstance(writer, JsonlWriter) else 'TensorBoard'
 
 
 def create_writer(workdir: str, is_main_process: bool) -> MetricWriter:

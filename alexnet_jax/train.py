@@ -356,8 +356,9 @@ def _open_records(config: ml_collections.ConfigDict, run: Workdir,
 
 def _finish(writer: metrics.MetricWriter, ckpt: checkpoint.Checkpointer,
             stop: preemption.StopRequest, step: int) -> None:
-  """Waits for the last writes; after a signal, says where the checkpoint is."""
-  writer.flush()
+  """Waits for the last writes and closes the writers (an in-process sweep runs many); after a
+  signal, says where the checkpoint is."""
+  writer.close()
   ckpt.wait_until_finished()
   if stop.received:
     logging.info('Stopped by %s after step %d; the checkpoint is in %s. Run the same command to '

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import stat
 import tarfile
 
@@ -324,6 +325,27 @@ def test_train_labels_belong_to_their_images(prepared):
       assert originals[key] == label
       restored.add(key)
   assert len(restored) == 5 * PER_FILE
+
+
+def _flip_a_byte(path: pathlib.Path) -> None:
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0x10
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('pattern,damage,message', [
+    ('cifar10-train.tfrecord-*', _flip_a_byte,
+     r'the prepared data in \S+/cifar10/3\.0\.2 is damaged \(corrupted record at \d+\); delete'),
+    ('dataset_info.json', lambda path: path.write_text('{"name": "cif'),
+     r'the prepared cifar10 in \S+/cifar10 is damaged \(Failed to load JSON: '),
+], ids=['record', 'dataset_info'])
+def test_damaged_prepared_data_is_one_error_saying_to_prepare_again(prepared, tmp_path, pattern,
+                                                                      damage, message):
+  data_dir = tmp_path / 'tfds'
+  shutil.copytree(prepared['data_dir'], data_dir)
+  damage(sorted(data_dir.rglob(pattern))[0])
+  with pytest.raises(UserError, match=message):
+    cifar10.create_dataset(_config({**prepared, 'data_dir': str(data_dir)}), 0, 1)
 
 
 def test_a_training_subset_is_trained_and_evaluated_alone(prepared):

@@ -1,12 +1,15 @@
 """The offline Fashion-MNIST path: Debian's files, restored, pass TFDS's own checksums."""
 
 import hashlib
+import logging
 import pathlib
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from alexnet_jax import data
 from alexnet_jax.data import Position, fashion_mnist, prepared
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
@@ -115,3 +118,24 @@ def test_splits_kept_in_memory_decode_each_split_once(mock_fashion_mnist, monkey
   assert batches[0]['image'].shape[0] == config.batch_size and batches[1]['image'].shape[0] == 8
   prepared.load_split(builder, 'train')
   assert decoded == ['train', 'test', 'train']  # Forgotten after the context.
+
+
+def test_every_data_set_keeps_tensorflow_off_the_gpus_first(mock_fashion_mnist, monkeypatch):
+  """predict, features, figures, ensemble and the pipeline benchmark read data without run.py's
+  start-up: create_dataset hides the GPUs from TensorFlow itself, before the pipeline starts."""
+  calls = []
+  monkeypatch.setattr(data, 'keep_tensorflow_off_accelerators', lambda: calls.append('hidden'))
+  monkeypatch.setitem(data.DATASETS, 'fashion_mnist', data.DatasetEntry(
+      'fashion_mnist', 1, lambda *args: calls.append('created')))
+  data.create_dataset(tiny_config())
+  assert calls == ['hidden', 'created']
+
+
+def test_tensorflow_on_a_gpu_before_it_could_be_hidden_is_a_warning(monkeypatch, caplog):
+  def too_late(devices, device_type):
+    raise RuntimeError('Visible devices cannot be modified after being initialized')
+
+  monkeypatch.setattr(tf.config, 'set_visible_devices', too_late)
+  with caplog.at_level(logging.WARNING):
+    data.keep_tensorflow_off_accelerators()
+  assert 'TensorFlow started on the GPU before it could be hidden' in caplog.text

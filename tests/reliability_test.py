@@ -623,23 +623,43 @@ def test_command_line_config_mistakes_are_one_line_errors(tmp_path, flag, messag
   assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
 
 
-def test_a_failed_metrics_write_is_reported_once_and_training_goes_on(tmp_path, monkeypatch,
-                                                                        caplog):
+def _tensorboard_steps(workdir: str) -> list[int]:
+  """The steps of the train/loss rows in workdir's TensorBoard event file."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  [events] = glob.glob(os.path.join(workdir, 'events.out.tfevents*'))
+  return sorted(event.step for event in map(tf.compat.v1.Event.FromString, (
+      record.numpy() for record in tf.data.TFRecordDataset(events)))
+      if any(value.tag == 'train/loss' for value in event.summary.value))
+
+
+def test_a_failed_metrics_write_is_reported_once_per_writer_and_training_goes_on(
+    tmp_path, monkeypatch, caplog):
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel
   writer = metrics.create_writer(str(tmp_path), is_main_process=True)
   writer.write_scalars(1, {'train/loss': 1.0})
 
   def disk_full(self, step, scalars):
     raise OSError(errno.ENOSPC, 'No space left on device')
 
-  monkeypatch.setattr(metrics.JsonlWriter, 'write_scalars', disk_full)
+  def broken(self, step, scalars):
+    raise RuntimeError('event file gone')
+
   with caplog.at_level(logging.ERROR):
+    monkeypatch.setattr(metrics.JsonlWriter, 'write_scalars', disk_full)
     writer.write_scalars(2, {'train/loss': 0.5})  # Raises nothing.
     writer.write_scalars(3, {'train/loss': 0.25})
-  monkeypatch.undo()
-  writer.write_scalars(4, {'train/loss': 0.125})  # Writing works again.
+    monkeypatch.undo()
+    writer.write_scalars(4, {'train/loss': 0.125})  # Writing works again.
+    monkeypatch.setattr(metric_writers.SummaryWriter, 'write_scalars', broken)
+    writer.write_scalars(5, {'train/loss': 0.0625})  # The other writer's failure: said too.
+    monkeypatch.undo()
   writer.close()
   errors = [r.getMessage() for r in caplog.records if 'Could not write metrics' in r.getMessage()]
-  assert errors == ['Could not write metrics (OSError: [Errno 28] No space left on device); '
-                    'training goes on, rows are lost until writing works again.']
+  assert errors == [
+      'Could not write metrics to metrics.jsonl (OSError: [Errno 28] No space left on device); '
+      'training goes on, its rows are lost until writing works again.',
+      'Could not write metrics to TensorBoard (RuntimeError: event file gone); training goes on, '
+      'its rows are lost until writing works again.']
   assert [r['step'] for r in metrics.read_jsonl(os.path.join(str(tmp_path), 'metrics.jsonl'))
-          ] == [1, 4]
+          ] == [1, 4, 5]
+  assert _tensorboard_steps(str(tmp_path)) == [1, 2, 3, 4]  # Each writer lost only its own rows.

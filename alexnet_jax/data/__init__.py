@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from alexnet_jax.errors import UserError
 
@@ -156,11 +157,18 @@ def entry(config: ml_collections.ConfigDict) -> DatasetEntry:
 
 def keep_tensorflow_off_accelerators() -> None:
   """Hides every GPU from TensorFlow, which here only feeds data, so that JAX has the
-  accelerators and their memory to itself. Call it before TensorFlow or JAX touches a device.
-  Imports TensorFlow (2-4 s): the modules of this package do not, so that a --help, a config
-  mistake or a process that never reads data does not wait for it."""
+  accelerators and their memory to itself. Entry points call it before TensorFlow or JAX touches
+  a device, and `create_dataset` calls it again (a no-op then: TensorFlow lets the same setting
+  be made twice). Imports TensorFlow (2-4 s): `alexnet_jax.data` itself does not (a pipeline
+  imports it with its data set), so that a --help, a config mistake or a process that never
+  reads data does not wait for it. Where TensorFlow already ran on a GPU it is too late: a
+  warning says so, and training goes on."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], 'GPU')
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError as e:  # "Visible devices cannot be modified after being initialized".
+    logging.warning('TensorFlow started on the GPU before it could be hidden (%s); it may hold '
+                    'memory JAX needs.', e)
 
 
 def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -171,8 +179,12 @@ def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
 
 def create_dataset(config: ml_collections.ConfigDict, process_index: int = 0,
                    process_count: int = 1) -> Dataset:
-  """The data set of `config.dataset`, each process feeding its share of the global batch."""
+  """The data set of `config.dataset`, each process feeding its share of the global batch.
+
+  TensorFlow (the pipelines' tf.data) is kept off any GPU first, whichever tool reads the data.
+  """
   if config.batch_size % process_count:
     raise UserError(f'batch_size={config.batch_size} is not divisible by the number of processes '
                     f'({process_count}); set --config.batch_size to a multiple of it.')
+  keep_tensorflow_off_accelerators()
   return entry(config).create(config, process_index, process_count)

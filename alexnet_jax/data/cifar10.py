@@ -270,11 +270,7 @@ def prepare_builder(data_dir: str | None, manual_dir: str | None) -> tfds.core.D
   the official tarball in the manual dir), when ARCHIVE_URL answers; `npm pack` into the manual
   dir. Raises UserError saying what to install or where to put which file when none works.
   """
-  try:
-    builder = tfds.builder(BUILDER_NAME, data_dir=data_dir)
-  except PermissionError as e:
-    raise UserError(f'cannot create the TFDS data_dir {data_dir!r} ({e}); '
-                    'set --config.data_dir to a writable directory.') from e
+  builder = prepared.builder(BUILDER_NAME, data_dir)  # A damaged dataset_info.json: UserError.
   if builder.is_prepared():
     return builder
   manual = pathlib.Path(manual_dir or pathlib.Path(builder.data_dir_root) / 'downloads' / 'manual')

@@ -1,6 +1,6 @@
 """Reading data TFDS prepared: a damaged file is one UserError naming where it is, not a traceback.
 
-Both pipelines open their builder with `builder` and read records with `as_numpy`. TFRecord files
+Every pipeline opens its builder with `builder` and reads records with `as_numpy`. TFRecord files
 carry a CRC per record, so a flipped bit or a cut file is found when read (tf.errors.DataLossError);
 a damaged dataset_info.json when the builder is made. The fix is the same: prepare again.
 
@@ -58,7 +58,9 @@ def splits_kept_in_memory() -> Iterator[None]:
 
   For several runs in one process on the same data (an in-process sweep): TFDS decodes the
   records one by one, ~3 s per Fashion-MNIST run on a 2-core machine. The arrays are read-only
-  either way, so no run can change another's data. Nested use keeps the outer cache.
+  either way, so no run can change another's data. Nested use keeps the outer cache. The key is
+  the builder's data_dir: two `tfds.testing.mock_data` contexts (one directory, TFDS's metadata)
+  inside one would share the first one's examples.
   """
   global _kept_splits
   if _kept_splits is not None:
