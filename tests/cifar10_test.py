@@ -23,6 +23,7 @@ from alexnet_jax import train
 from alexnet_jax.data import Position, cifar10
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
+from tests.damaged_inputs_test import _flip_middle_byte
 
 PER_FILE = 20
 # One pixel whose channels all differ, so the planar R, G, B order is told from interleaved or BGR.
@@ -327,14 +328,8 @@ def test_train_labels_belong_to_their_images(prepared):
   assert len(restored) == 5 * PER_FILE
 
 
-def _flip_a_byte(path: pathlib.Path) -> None:
-  data = bytearray(path.read_bytes())
-  data[len(data) // 2] ^= 0x10
-  path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize('pattern,damage,message', [
-    ('cifar10-train.tfrecord-*', _flip_a_byte,
+    ('cifar10-train.tfrecord-*', _flip_middle_byte,
      r'the prepared data in \S+/cifar10/3\.0\.2 is damaged \(corrupted record at \d+\); delete'),
     ('dataset_info.json', lambda path: path.write_text('{"name": "cif'),
      r'the prepared cifar10 in \S+/cifar10 is damaged \(Failed to load JSON: '),
