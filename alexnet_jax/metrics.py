@@ -7,7 +7,7 @@ the TensorBoard writer, 2-3 s that a tool's --help or a weight conversion need n
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -85,27 +85,27 @@ class JsonlWriter:
 
 
 class MetricWriter:
-  """What a run writes its metrics to: each of `writers` (clu MetricWriters or JsonlWriter).
+  """What a run writes its metrics to: each of `writers` (name -> a clu MetricWriter or a
+  JsonlWriter).
 
   A full disk must not end training: a failed write is reported once per writer and skipped,
   for that writer only, and training goes on.
   """
 
-  def __init__(self, writers: Sequence[Any]):
-    self._writers = list(writers)
-    self._reported: set[int] = set()  # Writers whose failure was reported.
+  def __init__(self, writers: Mapping[str, Any]):
+    self._writers = dict(writers)
+    self._reported: set[str] = set()  # Writers whose failure was reported.
 
   def _each(self, method: str, *args) -> None:
-    for i, writer in enumerate(self._writers):
+    for name, writer in self._writers.items():
       try:
         getattr(writer, method)(*args)
       except Exception as e:  # pylint: disable=broad-except  # OSError, TensorFlow's own errors.
-        if i not in self._reported:
+        if name not in self._reported:
           first_line = (str(e).strip().splitlines() or [''])[0][:200]
           logging.error('Could not write metrics to %s (%s: %s); training goes on, its rows are '
-                        'lost until writing works again.', _writer_name(writer),
-                        type(e).__name__, first_line)
-          self._reported.add(i)
+                        'lost until writing works again.', name, type(e).__name__, first_line)
+          self._reported.add(name)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     self._each('write_scalars', step, scalars)
@@ -120,17 +120,13 @@ class MetricWriter:
     self._each('close')
 
 
-def _writer_name(writer: Any) -> str:
-  return 'metrics.jsonl' if isinstance(writer, JsonlWriter) else 'TensorBoard'
-
-
 def create_writer(workdir: str, is_main_process: bool) -> MetricWriter:
   """TensorBoard event files and metrics.jsonl in workdir on process 0; nothing elsewhere."""
   if not is_main_process:
-    return MetricWriter([])
+    return MetricWriter({})
   from clu import metric_writers  # pylint: disable=import-outside-toplevel  # Imports TF.
-  return MetricWriter([metric_writers.SummaryWriter(workdir),
-                       JsonlWriter(Workdir(workdir).metrics_file)])
+  return MetricWriter({'TensorBoard': metric_writers.SummaryWriter(workdir),
+                       'metrics.jsonl': JsonlWriter(Workdir(workdir).metrics_file)})
 
 
 def _drop_torn_last_line(path: str) -> None:

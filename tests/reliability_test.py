@@ -31,6 +31,7 @@ import pytest
 from alexnet_jax import checkpoint, data, metrics, optim, registry, train
 from alexnet_jax.errors import UserError
 from tests.conftest import tiny_config
+from tests.train_test import tensorboard_scalars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 12
@@ -623,15 +624,6 @@ def test_command_line_config_mistakes_are_one_line_errors(tmp_path, flag, messag
   assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
 
 
-def _tensorboard_steps(workdir: str) -> list[int]:
-  """The steps of the train/loss rows in workdir's TensorBoard event file."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  [events] = glob.glob(os.path.join(workdir, 'events.out.tfevents*'))
-  return sorted(event.step for event in map(tf.compat.v1.Event.FromString, (
-      record.numpy() for record in tf.data.TFRecordDataset(events)))
-      if any(value.tag == 'train/loss' for value in event.summary.value))
-
-
 def test_a_failed_metrics_write_is_reported_once_per_writer_and_training_goes_on(
     tmp_path, monkeypatch, caplog):
   from clu import metric_writers  # pylint: disable=import-outside-toplevel
@@ -662,4 +654,6 @@ def test_a_failed_metrics_write_is_reported_once_per_writer_and_training_goes_on
       'its rows are lost until writing works again.']
   assert [r['step'] for r in metrics.read_jsonl(os.path.join(str(tmp_path), 'metrics.jsonl'))
           ] == [1, 4, 5]
-  assert _tensorboard_steps(str(tmp_path)) == [1, 2, 3, 4]  # Each writer lost only its own rows.
+  tensorboard_steps = sorted(step for step, tag in tensorboard_scalars(str(tmp_path))
+                             if tag == 'train/loss')
+  assert tensorboard_steps == [1, 2, 3, 4]  # Each writer lost only its own rows.

@@ -194,6 +194,19 @@ def test_resume_is_exact(tmp_path, mock_fashion_mnist):
   assert got == expected  # Bit-for-bit: same data order, dropout keys and parameters.
 
 
+def tensorboard_scalars(workdir: str) -> dict[tuple[int, str], float]:
+  """{(step, tag): value} of the scalars in workdir's one TensorBoard event file."""
+  [events] = [name for name in os.listdir(workdir) if name.startswith('events.out.tfevents')]
+  scalars = {}
+  for record in tf.data.TFRecordDataset(os.path.join(workdir, events)):
+    event = tf.compat.v1.Event.FromString(record.numpy())
+    for value in event.summary.value:
+      array = tf.make_ndarray(value.tensor)
+      if array.ndim == 0 and array.dtype.kind == 'f':  # Scalars (hyper-parameters are text).
+        scalars[event.step, value.tag] = float(array)
+  return scalars
+
+
 @pytest.mark.slow
 def test_metrics_files(tmp_path, mock_fashion_mnist):
   workdir = str(tmp_path)
@@ -207,14 +220,7 @@ def test_metrics_files(tmp_path, mock_fashion_mnist):
   assert {'train/learning_rate', 'train/images_per_sec', 'train/top1_error'} <= set(train_rows[0])
   assert json.load(open(os.path.join(workdir, 'config.json')))['batch_size'] == 16
   # TensorBoard's event file holds every value of metrics.jsonl, at the same step.
-  [events] = [name for name in os.listdir(workdir) if name.startswith('events.out.tfevents')]
-  tensorboard = {}
-  for record in tf.data.TFRecordDataset(os.path.join(workdir, events)):
-    event = tf.compat.v1.Event.FromString(record.numpy())
-    for value in event.summary.value:
-      array = tf.make_ndarray(value.tensor)
-      if array.ndim == 0 and array.dtype.kind == 'f':  # Scalars (hyper-parameters are text).
-        tensorboard[event.step, value.tag] = float(array)
+  tensorboard = tensorboard_scalars(workdir)
   jsonl = {(r['step'], key): value for r in rows for key, value in r.items() if key != 'step'}
   assert set(jsonl) <= set(tensorboard) and len(jsonl) > 20
   for key, value in jsonl.items():
