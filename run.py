@@ -42,7 +42,7 @@ def _initialize_distributed(jax) -> None:
 
 def main(argv):
   del argv
-  from alexnet_jax import config_checks, data, summary
+  from alexnet_jax import config_checks, summary
 
   config = cli.config_value()
   if _SUMMARY.value:
@@ -50,8 +50,9 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise UserError('--workdir is required: the directory for checkpoints and metrics.')
-  config_checks.validate(config)  # A mistake is one line before TensorFlow loads (3-4 s).
-  data.keep_tensorflow_off_accelerators()
+  # A mistake is one line before JAX and TensorFlow load (data.create_dataset keeps TensorFlow
+  # off the GPUs).
+  config_checks.validate(config)
   import jax
   from alexnet_jax import preemption, train
 

@@ -27,7 +27,7 @@ This process never starts a JAX backend. It runs one worker process (this module
 open), is free for each in turn. Both get XLA_FLAGS=--xla_force_host_platform_device_count: that
 flag shapes only the CPU backend, so on an accelerator host it changes nothing, while on a CPU-only
 one it gives the layouts their devices. The worker hides GPUs from TensorFlow before JAX starts,
-as run.py does (TensorFlow only feeds data). Exit status: 0 when every section passed, 1 if not,
+as every data pipeline does (TensorFlow only feeds data). Exit status: 0 when every section passed, 1 if not,
 2 for a usage error.
 """
 

@@ -32,7 +32,7 @@ import ml_collections  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from alexnet_jax import cli, data, preemption, registry  # noqa: E402
+from alexnet_jax import cli, preemption, registry  # noqa: E402
 from alexnet_jax.errors import UserError  # noqa: E402
 from experiments import report, sweeps  # noqa: E402
 
@@ -333,9 +333,6 @@ def tuning_config(sweep: sweeps.Sweep,
 
 def main(argv):
   del argv
-  if _ONLY_RUN.value or (_ISOLATION.value == 'inprocess' and not _REPORT_ONLY.value):
-    # Only where this process trains: the parent of child processes never imports TensorFlow.
-    data.keep_tensorflow_off_accelerators()
   if not _WORKDIR.value:
     raise UserError('--workdir is required: the directory for the runs, tables and figures.')
   sweep = sweeps.SWEEPS[_SWEEP.value]

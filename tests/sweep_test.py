@@ -230,7 +230,6 @@ def test_each_child_command_line_trains_the_run_its_parent_started_it_for(tmp_pa
     return {'status': 'finished'}
 
   monkeypatch.setattr(sweep, 'train_in_process', recorded_training)
-  monkeypatch.setattr(sweep.data, 'keep_tensorflow_off_accelerators', lambda: None)
   # Parsing --verbosity sets the absl logger's level, which flagsaver does not undo: put it back,
   # or a later test's caplog.at_level(INFO) sees no absl records (train_test's progress report).
   absl_logger = absl_logging.get_absl_logger()

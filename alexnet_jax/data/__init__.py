@@ -157,12 +157,13 @@ def entry(config: ml_collections.ConfigDict) -> DatasetEntry:
 
 def keep_tensorflow_off_accelerators() -> None:
   """Hides every GPU from TensorFlow, which here only feeds data, so that JAX has the
-  accelerators and their memory to itself. Entry points call it before TensorFlow or JAX touches
-  a device, and `create_dataset` calls it again (a no-op then: TensorFlow lets the same setting
-  be made twice). Imports TensorFlow (2-4 s): `alexnet_jax.data` itself does not (a pipeline
-  imports it with its data set), so that a --help, a config mistake or a process that never
-  reads data does not wait for it. Where TensorFlow already ran on a GPU it is too late: a
-  warning says so, and training goes on."""
+  accelerators and their memory to itself. `create_dataset` calls it before any pipeline starts,
+  whichever tool reads the data (training creates its data before its TensorBoard writer); code
+  that runs TensorFlow earlier calls it first (the accelerator check, the tests). TensorFlow
+  lets the same setting be made twice. Imports TensorFlow (2-4 s): `alexnet_jax.data` itself does
+  not (a pipeline imports it with its data set), so that a --help, a config mistake or a process
+  that never reads data does not wait for it. Where TensorFlow already ran on a GPU it is too
+  late: a warning says so, and training goes on."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   try:
     tf.config.set_visible_devices([], 'GPU')
