@@ -63,19 +63,32 @@ def _biases_fit(expected: Any, lo: float, hi: float, fan_in: int) -> bool:
   return lo == hi == float(np.float32(expected))
 
 
+def layer_stats(layer: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """A layer's kernel std, mean, largest magnitude and excess kurtosis (0 for a normal, -1.2 for
+  a uniform); its bias min and max. Scalars; traceable, float32 like the layer.
+
+  Centred before squaring: E[x^2] - E[x]^2 in float32 loses the variance of weights whose mean
+  is large beside their spread. XLA's float32 reductions agree with float64 to ~1e-7 on the
+  paper's fc6 (37.7M weights)."""
+  kernel, bias = layer['kernel'], layer['bias']
+  mean = jnp.mean(kernel)
+  squares = jnp.square(kernel - mean)
+  variance = jnp.mean(squares)
+  return dict(std=jnp.sqrt(variance), mean=mean, max_abs=jnp.max(jnp.abs(kernel)),
+              kurtosis=jnp.mean(jnp.square(squares)) / jnp.square(variance) - 3,
+              bias_min=jnp.min(bias), bias_max=jnp.max(bias))
+
+
 def init_stats(model: nn.Module, images: jax.ShapeDtypeStruct) -> dict[str, dict[str, float]]:
-  """Per layer of a freshly initialised model: kernel std, mean, largest magnitude and excess
-  kurtosis; bias min and max."""
+  """Per layer of a freshly initialised model: `layer_stats`, as Python floats."""
   # The 'rbg' generator draws the same distributions several times faster on CPU than threefry.
   key = jax.random.key(0, impl='rbg')
-  params = jax.jit(lambda: model.init(key, jnp.zeros(images.shape, images.dtype)))()['params']
-  stats = {}
-  for name, layer in params.items():
-    kernel = np.asarray(layer['kernel'], np.float64)
-    bias = np.asarray(layer['bias'])
-    centred = kernel - kernel.mean()
-    kurtosis = float(np.mean(centred ** 4) / np.mean(centred ** 2) ** 2 - 3)
-    stats[name] = dict(std=float(kernel.std()), mean=float(kernel.mean()),
-                       max_abs=float(np.abs(kernel).max()), kurtosis=kurtosis,
-                       bias_min=float(bias.min()), bias_max=float(bias.max()))
-  return stats
+
+  # The statistics run in the init's compiled call, so only scalars leave it: the paper
+  # model's 61M weights, copied out and measured in float64 numpy, took 5 s.
+  @jax.jit
+  def initialise_and_measure():
+    params = model.init(key, jnp.zeros(images.shape, images.dtype))['params']
+    return {name: layer_stats(layer) for name, layer in params.items()}
+
+  return jax.tree.map(float, jax.device_get(initialise_and_measure()))
