@@ -121,6 +121,7 @@ class Benchmark:
       self._run_train()
       jax.block_until_ready(self._run_infer())
     jax.block_until_ready(self.state)
+    self.parameter_count = sum(leaf.size for leaf in jax.tree.leaves(self._params()))
     self.flops_per_image = training_flops_per_image(self.model, self.image_shape)
 
   def _params(self):

@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
 import ml_collections
@@ -77,6 +77,22 @@ def config_value(name: str = 'config',
   # config_flags defers the error of a missing file; the others stop parse_flags.
   raise UserError(f'cannot load --{name}={filename} (no such file, or it failed to import); '
                   f'pass a config file such as {example}.')
+
+
+def forwarded_config_args(argv: Sequence[str], name: str = 'config') -> list[str]:
+  """The --NAME and --NAME.KEY arguments of `argv` (a command line, program first), for a child
+  process that rebuilds the same config."""
+  forwarded, take_next = [], False
+  for arg in argv[1:]:
+    if arg == '--':
+      break
+    if take_next:
+      forwarded.append(arg)
+      take_next = False
+    elif arg == f'--{name}' or arg.startswith((f'--{name}=', f'--{name}.')):
+      forwarded.append(arg)
+      take_next = '=' not in arg
+  return forwarded
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -17,7 +17,9 @@ rounds of its per-round median step time. Both frameworks get the same allocator
 
 One allocator's two workers run at a time (all of them at once would not fit in memory), so
 ratios within an allocator are side by side, and the closing "best of each" lines compare each
-framework's fastest contender under any allocator. Needs requirements-torch.txt.
+framework's fastest contender under any allocator. `--config` (configs/imagenet.py) and its
+`--config.KEY=VALUE` overrides set the JAX side's model; PyTorch's is always the paper's, and a
+closing note says so where the two differ. Needs requirements-torch.txt.
 """
 
 import os
@@ -28,10 +30,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # First, so the allocator settings cover the worker's threads (alexnet_jax/allocator.py).
 import alexnet_jax  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position
 
+import copy  # noqa: E402
 import ctypes.util  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
-import runpy  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 from typing import Any  # noqa: E402
@@ -61,7 +63,7 @@ def _jax_contenders(names: list[str], batch_size: int) -> dict[str, Any]:
   from alexnet_jax import onednn  # pylint: disable=import-outside-toplevel
   contenders = {}
   for name in names:
-    config = runpy.run_path(_CONFIG.value)['get_config']()
+    config = copy.deepcopy(cli.config_value(example='configs/imagenet.py'))
     config.model.dtype = 'bfloat16' if name == 'jax_bf16' else 'float32'
     # jax_fp32_xla_convs: the same step with XLA's own convolution kernels, for the oneDNN gain.
     with onednn.enabled(name != 'jax_fp32_xla_convs'):
@@ -82,6 +84,7 @@ def _worker() -> None:
   build = _jax_contenders if _WORKER.value == 'jax' else _torch_contenders
   contenders = build(_CONTENDERS.value, _BATCH_SIZE.value)
   print(json.dumps({'compile_seconds': {name: c.compile_seconds for name, c in contenders.items()},
+                    'parameters': {name: c.parameter_count for name, c in contenders.items()},
                     'allocator': allocator.status()}), flush=True)
   for line in sys.stdin:
     name, steps = line.split()
@@ -95,11 +98,12 @@ class _Worker:
   def __init__(self, kind: str, names: list[str], batch_size: int, env: dict[str, str]):
     argv = [sys.executable, '-m', 'benchmarks.compare', f'--worker={kind}',
             f'--batch_size={batch_size}', f'--contenders={",".join(names)}',
-            f'--config={_CONFIG.value}']
+            *cli.forwarded_config_args(sys.argv)]
     self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                     env={**os.environ, **env})
     started = self._read()
     self.compile_seconds = started['compile_seconds']
+    self.parameters = started['parameters']
     self.allocator_status = started['allocator']
 
   def _read(self) -> dict[str, float]:
@@ -122,7 +126,7 @@ def compare(batch_size: int, rounds: int, steps: int, allocator: str,
             env: dict[str, str]) -> list[dict[str, Any]]:
   """One allocator's rows: every contender timed side by side, in alternation."""
   from alexnet_jax import benchmark, data, registry  # pylint: disable=import-outside-toplevel
-  config = runpy.run_path(_CONFIG.value)['get_config']()
+  config = cli.config_value(example='configs/imagenet.py')
   flops_per_image = benchmark.training_flops_per_image(registry.create_model(config.model),
                                                        data.image_shape(config))
   jax_names = (['jax_fp32'] + (['jax_fp32_xla_convs'] if _XLA_CONVS.value else []) +
@@ -151,6 +155,7 @@ def compare(batch_size: int, rounds: int, steps: int, allocator: str,
     rows.append({'name': name, 'allocator': allocator, 'batch_size': batch_size,
                  'allocator_status': workers[name].allocator_status,
                  'compile_seconds': workers[name].compile_seconds[name],
+                 'parameters': workers[name].parameters[name],
                  'train_images_per_sec': batch_size / train,
                  'infer_images_per_sec': batch_size / infer,
                  'gflops_per_sec': gflops, 'percent_of_ceiling': 100 * gflops / CEILING_GFLOPS})
@@ -198,6 +203,21 @@ def best_of_each(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return summary
 
 
+def different_models_note(rows: list[dict[str, Any]]) -> str | None:
+  """A line saying so where the JAX rows time a model of another size than PyTorch's (the
+  paper's, whatever --config says); None where they agree."""
+  counts = {framework: sorted({r['parameters'] for r in rows
+                               if r['name'].startswith(framework + '_')})
+            for framework in ('jax', 'torch')}
+  if not counts['jax'] or not counts['torch'] or counts['jax'] == counts['torch']:
+    return None
+  described = {framework: ', '.join(f'{n:,}' for n in numbers)
+               for framework, numbers in counts.items()}
+  return (f'note: the JAX model has {described["jax"]} parameters, PyTorch\'s {described["torch"]}: '
+          'the ratios compare different models (PyTorch runs the paper\'s; '
+          '--config=configs/imagenet.py compares like with like).')
+
+
 def _ratio(value: float | None) -> str:
   return f'{value:.2f}' if value is not None else '-'
 
@@ -242,7 +262,8 @@ def main(argv):
       print(format_rows(allocator_rows), flush=True)
       rows += allocator_rows
   summary = best_of_each(rows)
-  print(format_summary(summary), flush=True)
+  note = different_models_note(rows)
+  print(format_summary(summary) + (f'\n{note}' if note else ''), flush=True)
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, 'w') as f:
       json.dump({'rows': rows, 'best_of_each': summary}, f, indent=1)
@@ -253,7 +274,9 @@ if __name__ == '__main__':
   _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32', '128'], 'Batch sizes to compare.')
   _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Interleaved rounds over all contenders.')
   _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per contender and round.')
-  _CONFIG = flags.DEFINE_string('config', 'configs/imagenet.py', 'JAX model config.')
+  cli.define_config_flag('configs/imagenet.py', 'The JAX side\'s config; --config.KEY=VALUE '
+                         'overrides a field. The PyTorch side is always the paper\'s model: '
+                         'ratios compare like with like for configs/imagenet.py only.')
   _BF16 = flags.DEFINE_bool('bf16', True, 'Also time the JAX step with bfloat16 compute.')
   _XLA_CONVS = flags.DEFINE_bool('xla_convs', True, 'Also time the JAX fp32 step on XLA\'s own '
                                   'convolutions (the step without the oneDNN kernels).')

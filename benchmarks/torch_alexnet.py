@@ -63,6 +63,7 @@ class TorchBenchmark:
       self.images = self.images.contiguous(memory_format=torch.channels_last)
     self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
                                      weight_decay=5e-4)
+    self.parameter_count = sum(p.numel() for p in self.model.parameters())
     self.forward = torch.compile(self.model) if mode == 'compile' else self.model
     self.loss = nn.CrossEntropyLoss()
     start = time.perf_counter()

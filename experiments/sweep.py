@@ -177,19 +177,6 @@ def train_in_process(config: ml_collections.ConfigDict, directory: str) -> dict[
   return marker
 
 
-def _forwarded_base_config_args(argv: Sequence[str]) -> list[str]:
-  """The command line's --base_config and --base_config.KEY arguments, for a child process."""
-  forwarded, take_next = [], False
-  for arg in argv[1:]:
-    if take_next:
-      forwarded.append(arg)
-      take_next = False
-    elif arg.startswith('--base_config'):
-      forwarded.append(arg)
-      take_next = '=' not in arg
-  return forwarded
-
-
 def train_in_child(config: ml_collections.ConfigDict, directory: str, variant: str,
                    seed_index: int, child_flags: Sequence[str]) -> dict[str, Any]:
   """Trains one run in a child process that rebuilds the same config from `child_flags` (this
@@ -350,7 +337,7 @@ def main(argv):
   arguments = [a for a in sys.argv[1:] if a not in ('--report_only', '--report_only=true')]
   command = ' '.join(['python', 'experiments/sweep.py', *arguments])
   child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
-                 f'--quick={_QUICK.value}', *_forwarded_base_config_args(sys.argv)]
+                 f'--quick={_QUICK.value}', *cli.forwarded_config_args(sys.argv, 'base_config')]
   stop = CHILD_STOP if _ISOLATION.value == 'subprocess' else preemption.STOP
   try:
     with stop:

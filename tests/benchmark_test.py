@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 import torch
 
 from alexnet_jax import onednn, registry
 from benchmarks import compare, torch_alexnet
+from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default config shrunk (its Fashion-MNIST channel count does not matter: inputs are random).
@@ -19,16 +22,24 @@ TINY = ['--config=configs/default.py', '--config.model.conv_features=(8,16,24,24
         '--config.model.fc_features=(32,32)', '--config.input.image_size=67']
 
 
-def _run(*args: str, optimized: bool = False) -> str:
-  # One CPU device, as users run it. XLA's optimisations stay mostly off, as in the whole suite
-  # (tests/conftest.py), except where the paper model's steps cost more than compiling saves.
+def _run(*args: str) -> str:
+  # One CPU device, as users run it; XLA's optimisations mostly off, as in the whole suite
+  # (tests/conftest.py).
   env = {**os.environ, 'PYTHONPATH': ROOT, 'XLA_FLAGS': ''}
-  if optimized:
-    env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'false'
   result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
+
+
+def _tiny_parameter_count() -> int:
+  config = default.get_config()
+  config.model.update(conv_features=(8, 16, 24, 24, 16), fc_features=(32, 32))
+  assert TINY[1:] == ['--config.model.conv_features=(8,16,24,24,16)',
+                      '--config.model.fc_features=(32,32)', '--config.input.image_size=67']
+  params = jax.eval_shape(registry.create_model(config.model).init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 67, 67, 1), jnp.float32))['params']
+  return sum(leaf.size for leaf in jax.tree.leaves(params))
 
 
 def test_jax_benchmark_json_has_the_promised_fields():
@@ -53,10 +64,12 @@ def test_torch_reference_is_the_paper_model():
 @pytest.mark.slow
 def test_compare_prints_every_contender_with_ratios(tmp_path):
   out = tmp_path / 'rows.json'
+  # The JAX side on the tiny config (the overrides must reach the workers: the paper model's
+  # 61M parameters would show in the rows' FLOPs); PyTorch's is the paper model whatever it is.
   stdout = _run('-m', 'benchmarks.compare', '--batch_sizes=2', '--rounds=1', '--steps=1',
-                '--torch_modes=eager', '--allocators=system', f'--json_out={out}',
-                optimized=True)  # Four paper models' steps at 227x227: 31 s, not 37.
+                '--torch_modes=eager', '--allocators=system', f'--json_out={out}', *TINY)
   rows = json.loads(out.read_text())['rows']
+  tiny_parameters = _tiny_parameter_count()
   assert [r['name'] for r in rows] == ['jax_fp32', 'torch_eager', 'jax_fp32_xla_convs',
                                        'jax_bf16']
   torch_row = rows[1]
@@ -66,7 +79,10 @@ def test_compare_prints_every_contender_with_ratios(tmp_path):
     assert row['allocator_status'] == 'glibc defaults kept (ALEXNET_JAX_MALLOC=system)'
     assert row['train_images_per_sec'] > 0 and row['compile_seconds'] > 0
     assert row['name'] in stdout
+    assert row['parameters'] == (60_965_224 if row is torch_row else tiny_parameters)
   assert 'best of each, batch 2 train (any allocator): jax_' in stdout
+  assert (f"note: the JAX model has {tiny_parameters:,} parameters, PyTorch's 60,965,224: the "
+          'ratios compare different models') in stdout
   # The ratios are wired through to the rows (with one torch mode, torch's own is 1 by
   # definition: which torch row is divided by is tested with several modes below).
   for row in rows[:1] + rows[2:]:

@@ -16,6 +16,8 @@ import tomllib
 
 import pytest
 
+from alexnet_jax import cli
+
 ROOT = pathlib.Path(__file__).parent.parent
 COMMAND = re.compile(r'((?:\w+=\S+\s+)*)python\s+(-m\s+[\w.]+|[\w/.]+\.py)')
 
@@ -162,6 +164,17 @@ def test_command_line_mistakes_and_damaged_config_files_are_one_line(tmp_path, a
   assert 'Traceback' not in result.stderr, result.stderr[-2000:]
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith(message.format(**files)), result.stderr[-2000:]
+
+
+def test_a_child_process_gets_the_config_arguments_and_only_those():
+  argv = ['prog', '--sweep=lrn', '--base_config', 'configs/cifar10.py', '--quick',
+          '--base_config.batch_size=8', '--base_configs_are_not_this=1', '--',
+          '--base_config.model.towers=1']
+  assert cli.forwarded_config_args(argv, 'base_config') == [
+      '--base_config', 'configs/cifar10.py', '--base_config.batch_size=8']
+  assert cli.forwarded_config_args(['prog', '--config=a.py', '--config.seed=3', '--steps=2']) == [
+      '--config=a.py', '--config.seed=3']
+  assert cli.forwarded_config_args(['prog', '--steps=2']) == []
 
 
 def test_the_package_does_not_import_the_top_level_configs():
