@@ -36,10 +36,11 @@ def load_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
 
 
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The data set's label names (TFDS metadata), restricted to `config.input.classes` if set."""
-  names = _builder_info(config).features['label'].names
+  """The data set's label names (TFDS metadata; ImageNet's WordNet IDs with an English name,
+  `data.readable_class_names`), restricted to `config.input.classes` if set."""
+  names = data.readable_class_names(config, _builder_info(config).features['label'].names)
   classes = config.input.get('classes')
-  return tuple(names[c] for c in classes) if classes else tuple(names)
+  return tuple(names[c] for c in classes) if classes else names
 
 
 def _builder_info(config: ml_collections.ConfigDict) -> Any:

@@ -132,6 +132,9 @@ def test_written_workdir_loads_back(tmp_path):
   convert.write_workdir(str(tmp_path), config, params)
   loaded = trained_model.load(str(tmp_path))
   assert loaded.step == 0 and len(loaded.class_names) == 1000
+  # ImageNet's WordNet IDs, each with its English name (the classes' published order).
+  assert loaded.class_names[:2] == ('tench (n01440764)', 'goldfish (n01443537)')
+  assert loaded.class_names[281] == 'tabby (n02123045)'
   jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
   with pytest.raises(UserError, match='already holds'):
     convert.write_workdir(str(tmp_path), config, params)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax import metrics
+from alexnet_jax import data, metrics
 from alexnet_jax.data import Position, create_dataset, fake_ilsvrc, imagenet, preprocessing
 from alexnet_jax.errors import UserError
 from configs import imagenet as imagenet_config
@@ -73,6 +73,24 @@ def test_real_builder_prepares_the_fake_tars_with_the_real_synsets(fake):
   labels = collections.Counter(np.concatenate([b['label'] for b in epoch]).tolist())
   assert labels == {label_of[s]: TRAIN_PER_CLASS for s in synsets}
   assert (root / 'data' / 'imagenet2012' / '5.1.0' / MEAN_CACHE).exists()
+
+
+def test_english_class_names_go_with_tfdss_label_order():
+  # The names file pairs each WordNet ID with a name; the IDs must be TFDS's labels, in order,
+  # or predict would print another class's name.
+  wnids = tfds.builder('imagenet2012', data_dir='/nonexistent').info.features['label'].names
+  english = data.imagenet_english_names()
+  assert list(english) == list(wnids)
+  assert len(set(english.values())) == 1000  # Unique: WordNet has two "crane" synsets.
+  # Well-known ILSVRC-2012 classes by label number.
+  for label, name in ((0, 'tench'), (1, 'goldfish'), (281, 'tabby'), (285, 'Egyptian cat'),
+                      (340, 'zebra'), (999, 'toilet tissue')):
+    assert english[wnids[label]] == name, label
+  config = imagenet_config.get_config()
+  assert data.readable_class_names(config, wnids[280:282]) == ('grey fox (n02120505)',
+                                                               'tabby (n02123045)')
+  config.dataset = 'fashion_mnist'
+  assert data.readable_class_names(config, ('Coat',)) == ('Coat',)
 
 
 def test_resume_continues_the_exact_data_order_across_epochs(fake):

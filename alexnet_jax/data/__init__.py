@@ -8,7 +8,9 @@ also at another batch size.
 """
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import functools
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -153,6 +155,28 @@ def entry(config: ml_collections.ConfigDict) -> DatasetEntry:
     raise UserError(f'config.dataset={config.dataset!r} is unknown; expected one of '
                     f'{", ".join(DATASETS)}.')
   return DATASETS[config.dataset]
+
+
+IMAGENET_NAMES_FILE = os.path.join(os.path.dirname(__file__), 'imagenet_class_names.tsv')
+
+
+@functools.cache
+def imagenet_english_names() -> dict[str, str]:
+  """{WordNet ID: short English name} of ILSVRC-2012's 1,000 classes ('n02123045': 'tabby'),
+  from IMAGENET_NAMES_FILE (torchvision's unique names; its header says where they come from)."""
+  with open(IMAGENET_NAMES_FILE, encoding='utf-8') as f:
+    rows = [line.rstrip('\n').split('\t') for line in f if not line.startswith('#')]
+  return dict(rows)
+
+
+def readable_class_names(config: ml_collections.ConfigDict,
+                         names: Sequence[str]) -> tuple[str, ...]:
+  """The label names `names` of config's data set as a person reads them: ImageNet's WordNet IDs
+  with their English name, 'tabby (n02123045)'; other data sets' names unchanged."""
+  if entry(config).tfds_name != 'imagenet2012':
+    return tuple(names)
+  english = imagenet_english_names()
+  return tuple(f'{english[name]} ({name})' if name in english else name for name in names)
 
 
 def keep_tensorflow_off_accelerators() -> None:
