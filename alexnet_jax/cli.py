@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import sysconfig
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from absl import app, flags, logging
 import ml_collections
@@ -79,20 +79,17 @@ def config_value(name: str = 'config',
                   f'pass a config file such as {example}.')
 
 
-def forwarded_config_args(argv: Sequence[str], name: str = 'config') -> list[str]:
-  """The --NAME and --NAME.KEY arguments of `argv` (a command line, program first), for a child
-  process that rebuilds the same config."""
-  forwarded, take_next = [], False
-  for arg in argv[1:]:
-    if arg == '--':
-      break
-    if take_next:
-      forwarded.append(arg)
-      take_next = False
-    elif arg == f'--{name}' or arg.startswith((f'--{name}=', f'--{name}.')):
-      forwarded.append(arg)
-      take_next = '=' not in arg
-  return forwarded
+def forwarded_config_args(name: str = 'config',
+                          flag_values: flags.FlagValues = FLAGS) -> list[str]:
+  """--NAME=FILE and --NAME.KEY=VALUE per override, from the parsed --NAME flag: the arguments
+  that rebuild the same config in a child process. Built from the parsed values, not replayed
+  from the command line, so every spelling absl accepts (--NAME.KEY for a boolean, --noNAME.KEY,
+  --flagfile, two-argument forms) comes out as KEY=VALUE."""
+  flag = flag_values[name]
+  args = [f'--{name}={config_flags.get_config_filename(flag)}']
+  for key, value in config_flags.get_override_values(flag).items():
+    args.append(f'--{name}.{key}={value}')  # str(): what the override parsers read back.
+  return args
 
 
 def parse_flags(argv: list[str]) -> list[str]:

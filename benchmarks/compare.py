@@ -98,7 +98,7 @@ class _Worker:
   def __init__(self, kind: str, names: list[str], batch_size: int, env: dict[str, str]):
     argv = [sys.executable, '-m', 'benchmarks.compare', f'--worker={kind}',
             f'--batch_size={batch_size}', f'--contenders={",".join(names)}',
-            *cli.forwarded_config_args(sys.argv)]
+            *cli.forwarded_config_args()]
     self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                     env={**os.environ, **env})
     started = self._read()
@@ -126,9 +126,13 @@ def compare(batch_size: int, rounds: int, steps: int, allocator: str,
             env: dict[str, str]) -> list[dict[str, Any]]:
   """One allocator's rows: every contender timed side by side, in alternation."""
   from alexnet_jax import benchmark, data, registry  # pylint: disable=import-outside-toplevel
-  config = cli.config_value(example='configs/imagenet.py')
-  flops_per_image = benchmark.training_flops_per_image(registry.create_model(config.model),
-                                                       data.image_shape(config))
+  from configs import imagenet  # pylint: disable=import-outside-toplevel
+  flops_per_image = {
+      # Each framework's model: the config's for JAX, always the paper's for PyTorch.
+      framework: benchmark.training_flops_per_image(registry.create_model(config.model),
+                                                    data.image_shape(config))
+      for framework, config in (('jax', cli.config_value(example='configs/imagenet.py')),
+                                ('torch', imagenet.get_config()))}
   jax_names = (['jax_fp32'] + (['jax_fp32_xla_convs'] if _XLA_CONVS.value else []) +
                (['jax_bf16'] if _BF16.value else []))
   torch_names = [f'torch_{mode}' for mode in _TORCH_MODES.value]
@@ -151,7 +155,7 @@ def compare(batch_size: int, rounds: int, steps: int, allocator: str,
   for name in order:
     train = statistics.median(times[name]['train'])
     infer = statistics.median(times[name]['infer'])
-    gflops = flops_per_image * batch_size / train / 1e9
+    gflops = flops_per_image[name.split('_')[0]] * batch_size / train / 1e9
     rows.append({'name': name, 'allocator': allocator, 'batch_size': batch_size,
                  'allocator_status': workers[name].allocator_status,
                  'compile_seconds': workers[name].compile_seconds[name],
@@ -266,7 +270,7 @@ def main(argv):
   print(format_summary(summary) + (f'\n{note}' if note else ''), flush=True)
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, 'w') as f:
-      json.dump({'rows': rows, 'best_of_each': summary}, f, indent=1)
+      json.dump({'rows': rows, 'best_of_each': summary, 'note': note}, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -337,7 +337,7 @@ def main(argv):
   arguments = [a for a in sys.argv[1:] if a not in ('--report_only', '--report_only=true')]
   command = ' '.join(['python', 'experiments/sweep.py', *arguments])
   child_flags = [f'--sweep={_SWEEP.value}', f'--workdir={_WORKDIR.value}',
-                 f'--quick={_QUICK.value}', *cli.forwarded_config_args(sys.argv, 'base_config')]
+                 f'--quick={_QUICK.value}', *cli.forwarded_config_args('base_config')]
   stop = CHILD_STOP if _ISOLATION.value == 'subprocess' else preemption.STOP
   try:
     with stop:

@@ -64,11 +64,12 @@ def test_torch_reference_is_the_paper_model():
 @pytest.mark.slow
 def test_compare_prints_every_contender_with_ratios(tmp_path):
   out = tmp_path / 'rows.json'
-  # The JAX side on the tiny config (the overrides must reach the workers: the paper model's
-  # 61M parameters would show in the rows' FLOPs); PyTorch's is the paper model whatever it is.
+  # The JAX side on the tiny config (the overrides must reach the workers, or the JAX rows would
+  # count the paper model's 61M parameters); PyTorch's is the paper model whatever it is.
   stdout = _run('-m', 'benchmarks.compare', '--batch_sizes=2', '--rounds=1', '--steps=1',
                 '--torch_modes=eager', '--allocators=system', f'--json_out={out}', *TINY)
-  rows = json.loads(out.read_text())['rows']
+  written = json.loads(out.read_text())
+  rows = written['rows']
   tiny_parameters = _tiny_parameter_count()
   assert [r['name'] for r in rows] == ['jax_fp32', 'torch_eager', 'jax_fp32_xla_convs',
                                        'jax_bf16']
@@ -80,9 +81,17 @@ def test_compare_prints_every_contender_with_ratios(tmp_path):
     assert row['train_images_per_sec'] > 0 and row['compile_seconds'] > 0
     assert row['name'] in stdout
     assert row['parameters'] == (60_965_224 if row is torch_row else tiny_parameters)
+    # GFLOP/s from each row's own model: the paper's 3 x 724,406,816 multiply-adds x 2 per
+    # training image (docs/paper.md, Counts) for PyTorch's.
+    if row is torch_row:
+      assert row['gflops_per_sec'] == pytest.approx(
+          6 * 724_406_816 * row['train_images_per_sec'] / 1e9, rel=1e-6)
+    else:
+      assert row['gflops_per_sec'] < 0.01 * 4.35 * row['train_images_per_sec']
   assert 'best of each, batch 2 train (any allocator): jax_' in stdout
-  assert (f"note: the JAX model has {tiny_parameters:,} parameters, PyTorch's 60,965,224: the "
-          'ratios compare different models') in stdout
+  note = (f"note: the JAX model has {tiny_parameters:,} parameters, PyTorch's 60,965,224: the "
+          'ratios compare different models')
+  assert note in stdout and written['note'].startswith(note)
   # The ratios are wired through to the rows (with one torch mode, torch's own is 1 by
   # definition: which torch row is divided by is tested with several modes below).
   for row in rows[:1] + rows[2:]:

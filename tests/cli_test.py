@@ -15,6 +15,8 @@ import sys
 import tomllib
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from alexnet_jax import cli
 
@@ -166,15 +168,33 @@ def test_command_line_mistakes_and_damaged_config_files_are_one_line(tmp_path, a
   assert last.startswith(message.format(**files)), result.stderr[-2000:]
 
 
-def test_a_child_process_gets_the_config_arguments_and_only_those():
-  argv = ['prog', '--sweep=lrn', '--base_config', 'configs/cifar10.py', '--quick',
-          '--base_config.batch_size=8', '--base_configs_are_not_this=1', '--',
-          '--base_config.model.towers=1']
-  assert cli.forwarded_config_args(argv, 'base_config') == [
-      '--base_config', 'configs/cifar10.py', '--base_config.batch_size=8']
-  assert cli.forwarded_config_args(['prog', '--config=a.py', '--config.seed=3', '--steps=2']) == [
-      '--config=a.py', '--config.seed=3']
-  assert cli.forwarded_config_args(['prog', '--steps=2']) == []
+def _parsed_config_flag(argv: list[str]) -> flags.FlagValues:
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('base_config', None, flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)  # Its overrides' flags come from this argv.
+  flags.DEFINE_integer('steps', 1, 'Another flag.', flag_values=flag_values)
+  flag_values(argv)
+  return flag_values
+
+
+@pytest.mark.parametrize('argv', [
+    # A boolean override without a value (the flag after it is not its value), a negated one,
+    # two-argument forms, a tuple, a path, a float.
+    ['prog', '--base_config', 'configs/cifar10.py', '--base_config.model.lrn_alpha_divided_by_n',
+     '--steps=3'],
+    ['prog', '--base_config=configs/default.py', '--nobase_config.model.lrn',
+     '--base_config.model.conv_features', '(8,16,24,24,16)', '--steps', '3',
+     '--base_config.data_dir=/some/where', '--base_config.learning_rate=0.02'],
+])
+def test_a_child_process_rebuilds_the_parents_config(argv):
+  parent = _parsed_config_flag(argv)
+  forwarded = cli.forwarded_config_args('base_config', parent)
+  assert all(arg.startswith('--base_config') for arg in forwarded), forwarded
+  child = _parsed_config_flag(['child', *forwarded])
+  assert child.base_config.to_dict() == parent.base_config.to_dict()
+  assert parent.steps == 3
+  file_only = _parsed_config_flag(argv[:3] if argv[1] == '--base_config' else argv[:2])
+  assert child.base_config.to_dict() != file_only.base_config.to_dict()  # Overrides came along.
 
 
 def test_the_package_does_not_import_the_top_level_configs():
