@@ -102,7 +102,7 @@ def spatial_response_norm(x: Array, *, size: int = RNORM_SIZE, scale: float = RN
 # The weights are drawn as one flat array, then shaped. Under JAX's default (partitionable)
 # Threefry a draw numbers its elements in row-major order, so the values are those of a shaped
 # draw; but XLA on CPU compiles a draw of a 5-D kernel shape in ~3 s, a flat one in ~0.15 s.
-def _drawn_flat(draw: Callable[[Array, tuple[int]], Array], shape: Sequence[int]) -> Array:
+def _drawn_flat(draw: Callable[[tuple[int]], Array], shape: Sequence[int]) -> Array:
   return draw((math.prod(shape),)).reshape(shape)
 
 
@@ -159,7 +159,7 @@ class TowerConv(nn.Module):
   kernel_size: int
   stride: int = 1
   padding: int = 0
-  kernel_init: Callable = nn.initializers.normal(0.01)
+  kernel_init: Callable = _normal(0.01)
   bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()
@@ -180,7 +180,7 @@ class TowerDense(nn.Module):
   """One dense layer per tower, ``features`` outputs each; a shared input feeds every tower."""
   towers: int
   features: int  # Per tower.
-  kernel_init: Callable = nn.initializers.normal(0.01)
+  kernel_init: Callable = _normal(0.01)
   bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()
@@ -206,7 +206,7 @@ class TowerSumDense(nn.Module):
   """
   towers: int
   features: int
-  kernel_init: Callable = nn.initializers.normal(0.01)
+  kernel_init: Callable = _normal(0.01)
   bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()

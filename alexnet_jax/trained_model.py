@@ -25,7 +25,7 @@ class TrainedModel:
   config: ml_collections.ConfigDict
   model: nn.Module
   params: Any
-  class_names: tuple[str, ...]
+  class_names: tuple[str, ...]  # As printed: ImageNet's "tabby (n02123045)", not the bare ID.
   image_shape: tuple[int, int, int]  # (H, W, C) the model takes.
   step: int
 

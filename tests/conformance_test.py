@@ -297,7 +297,7 @@ def test_each_sources_network_has_its_published_counts():
 
 
 def _stats(weights, biases):
-  """What report._init_stats measures, from samples."""
+  """What init_stats.layer_stats measures, from samples (float64 numpy)."""
   centred = weights - weights.mean()
   squares = centred * centred  # Not centred ** 4: numpy's general power is 4x slower.
   return dict(std=weights.std(), mean=weights.mean(), max_abs=np.abs(weights).max(),

@@ -125,7 +125,7 @@ def torchvision_model(photos):
 
 def test_torchvision_weights_predict_as_torchvision(torchvision_model, photos, tmp_path):
   torch.save(torchvision_model.state_dict(), tmp_path / 'alexnet.pth')
-  np.savez(tmp_path / 'alexnet.npz', **_numpy_state(torchvision_model))  # No torch needed.
+  np.savez(tmp_path / 'alexnet.npz', **_numpy_state(torchvision_model))  # What needs no torch.
   data_dir, workdir = str(tmp_path / 'no_tfds_data'), tmp_path / 'converted'
   _run('convert', f'--torchvision={tmp_path / "alexnet.pth"}', '--config=configs/torchvision.py',
        f'--workdir={workdir}', data_dir=data_dir)

@@ -174,23 +174,34 @@ def test_he_init_scales_with_fan_in():
     np.testing.assert_array_equal(params[name]['bias'], 0)
 
 
-@pytest.mark.parametrize('shape', [(2, 5, 5, 48, 64), (2, 576, 256)])
-def test_kernels_are_drawn_as_the_libraries_initializers_draw_them(shape):
+@pytest.mark.parametrize('scheme', sorted(models.WEIGHT_INITS))
+def test_parameters_are_drawn_as_the_libraries_initializers_draw_them(scheme):
   # The kernels are drawn flat and shaped (compiles in a tenth of the time): the values must be
   # what flax's initializers and jax.random give for the shaped draw, so seeds keep their runs.
-  key = jax.random.key(7)
-  fan_in = math.prod(shape[1:-1])
-  expected = {
-      'paper': flax.linen.initializers.normal(0.01),
-      'he': flax.linen.initializers.variance_scaling(2.0, 'fan_in', 'normal', in_axis=-2,
-                                                     out_axis=-1, batch_axis=(0,)),
-      'pytorch': lambda key, shape: jax.random.uniform(key, shape, minval=-fan_in ** -0.5,
-                                                       maxval=fan_in ** -0.5),
-  }
-  for scheme, reference in expected.items():
-    kernel_init, _ = models._initializers(scheme, 'conv2')
-    drawn = lambda init: jax.jit(init, static_argnums=1)(key, shape)  # As model.init runs.
-    np.testing.assert_array_equal(drawn(kernel_init), drawn(reference), err_msg=scheme)
+  # conv2's 5-D kernel; fc8's 3-D one, whose fan-in under 'pytorch' sums both towers.
+  key, bias_key = jax.random.key(7), jax.random.key(8)
+  for layer, shape, summed_towers in (('conv2', (2, 5, 5, 48, 64), 1), ('fc8', (2, 576, 100), 2)):
+    std, bias = models.WEIGHT_INITS[scheme][layer]
+    fan_in = math.prod(shape[1:-1])
+    bound = (summed_towers * fan_in) ** -0.5
+    if std is None:
+      reference = flax.linen.initializers.variance_scaling(2.0, 'fan_in', 'normal', in_axis=-2,
+                                                           out_axis=-1, batch_axis=(0,))
+    elif std == models.FAN_IN_UNIFORM:
+      reference = lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    else:
+      reference = flax.linen.initializers.normal(std)
+    kernel_init, bias_init = models._initializers(scheme, layer, summed_towers)
+    drawn = lambda init, *args: jax.jit(init, static_argnums=range(1, 1 + len(args)))(key, *args)
+    np.testing.assert_array_equal(drawn(kernel_init, shape), drawn(reference, shape),
+                                  err_msg=f'{scheme} {layer}')
+    biases = jax.jit(bias_init, static_argnums=(1, 2))(bias_key, shape[-1:], fan_in)
+    if bias == models.FAN_IN_UNIFORM:
+      expected = jax.jit(lambda k: jax.random.uniform(k, shape[-1:], minval=-fan_in ** -0.5,
+                                                      maxval=fan_in ** -0.5))(bias_key)
+    else:
+      expected = np.full(shape[-1:], bias, np.float32)
+    np.testing.assert_array_equal(biases, expected, err_msg=f'{scheme} {layer} bias')
 
 
 @pytest.mark.parametrize('placement', ['after', 'before'])

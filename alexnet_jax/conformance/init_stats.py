@@ -30,7 +30,7 @@ def _expected_str(weight: Any, bias: Any, fan_in: int) -> str:
 def init_row(make_row: Any, name: str, expected: tuple[Any, Any], fan_in: int,
              stats: dict[str, float] | None, note: str = '', source: str = '') -> Any:
   """A layer's freshly initialised kernel (distribution, scale) and biases (`stats`, as
-  `_init_stats` gives them; None: not measured, for `note`'s reason) beside the source's.
+  `init_stats` gives them; None: not measured, for `note`'s reason) beside the source's.
 
   The distribution's kind counts: a uniform of the right std is not N(0, std)."""
   reference = _expected_str(*expected, fan_in)
