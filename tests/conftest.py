@@ -53,14 +53,17 @@ import tensorflow_datasets as tfds  # noqa: E402
 from alexnet_jax import data, registry  # noqa: E402
 from configs import default  # noqa: E402
 
-data.keep_tensorflow_off_accelerators()
-
 
 def pytest_configure(config):
-  """In an xdist controller, before it starts its workers: their arena limit (see above)."""
+  """In an xdist controller, before it starts its workers: their arena limit (see above). In a
+  process that runs tests, before any test module imports TensorFlow: the GPUs hidden from it
+  (the pipelines hide them too, but some tests run TensorFlow directly). The controller, which
+  runs no test, does not import TensorFlow (3-4 s), nor does a process that imports this file."""
   if getattr(config.option, 'tx', None) and not hasattr(config, 'workerinput'):
     os.environ[BEFORE_WORKERS] = os.environ.get(ARENA_LIMIT, UNSET)
     os.environ[ARENA_LIMIT] = '1'
+  else:
+    data.keep_tensorflow_off_accelerators()
 
 
 def pytest_unconfigure(config):

@@ -19,13 +19,16 @@ def test_the_suite_gets_eight_devices_whatever_xla_flags_were_set(xla_flags):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   if xla_flags is not None:
     env['XLA_FLAGS'] = xla_flags
-  code = ('import tests.conftest, os, jax; '
-          'print(jax.device_count(), os.environ["XLA_FLAGS"])')
+  code = ('import tests.conftest, os, sys, jax; '
+          'print(jax.device_count(), "tensorflow" in sys.modules, os.environ["XLA_FLAGS"])')
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env={**env, 'PYTHONPATH': ROOT},
                        capture_output=True, text=True, timeout=300, check=True).stdout.split()
   assert out[0] == '8', out
+  # TensorFlow waits for pytest_configure in a process that runs tests: an xdist controller, or
+  # a script that only borrows tiny_config, does not pay its 3-4 s.
+  assert out[1] == 'False', out
   if xla_flags and 'device_count' not in xla_flags:
-    assert xla_flags in out[1:], out  # Other flags are kept.
+    assert xla_flags in out[2:], out  # Other flags are kept.
 
 
 def test_the_suite_compiles_with_most_optimisations_off_unless_told_otherwise():
