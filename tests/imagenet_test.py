@@ -79,7 +79,7 @@ def test_english_class_names_go_with_tfdss_label_order():
   # The names file pairs each WordNet ID with a name; the IDs must be TFDS's labels, in order,
   # or predict would print another class's name.
   wnids = tfds.builder('imagenet2012', data_dir='/nonexistent').info.features['label'].names
-  english = data.imagenet_english_names()
+  english = data.english_names(data.DATASETS['imagenet2012'].english_names_file)
   assert list(english) == list(wnids)
   assert len(set(english.values())) == 1000  # Unique: WordNet has two "crane" synsets.
   # Well-known ILSVRC-2012 classes by label number.

@@ -125,6 +125,8 @@ class DatasetEntry:
   tfds_name: str  # The TFDS builder (its metadata holds the class names).
   channels: int  # Of the images the model sees.
   create: Callable[..., Dataset]  # (config, process_index, process_count) -> Dataset.
+  # Where TFDS's class names are IDs: a TSV of ID -> English name (`english_names`).
+  english_names_file: str | None = None
 
 
 # The pipelines import TensorFlow: each is imported only when its data set is used.
@@ -146,7 +148,9 @@ def _imagenet(*args) -> Dataset:
 DATASETS = {
     'fashion_mnist': DatasetEntry('fashion_mnist', 1, _fashion_mnist),
     'cifar10': DatasetEntry('cifar10', 3, _cifar10),
-    'imagenet2012': DatasetEntry('imagenet2012', 3, _imagenet),
+    'imagenet2012': DatasetEntry('imagenet2012', 3, _imagenet,
+                                 os.path.join(os.path.dirname(__file__),
+                                              'imagenet_class_names.tsv')),
 }
 
 
@@ -157,25 +161,23 @@ def entry(config: ml_collections.ConfigDict) -> DatasetEntry:
   return DATASETS[config.dataset]
 
 
-IMAGENET_NAMES_FILE = os.path.join(os.path.dirname(__file__), 'imagenet_class_names.tsv')
-
-
 @functools.cache
-def imagenet_english_names() -> dict[str, str]:
-  """{WordNet ID: short English name} of ILSVRC-2012's 1,000 classes ('n02123045': 'tabby'),
-  from IMAGENET_NAMES_FILE (torchvision's unique names; its header says where they come from)."""
-  with open(IMAGENET_NAMES_FILE, encoding='utf-8') as f:
+def english_names(path: str) -> dict[str, str]:
+  """{class ID: short English name} from a TSV such as imagenet_class_names.tsv (ILSVRC-2012's
+  WordNet IDs, 'n02123045': 'tabby'; torchvision's unique names, its header says where from)."""
+  with open(path, encoding='utf-8') as f:
     rows = [line.rstrip('\n').split('\t') for line in f if not line.startswith('#')]
   return dict(rows)
 
 
 def readable_class_names(config: ml_collections.ConfigDict,
                          names: Sequence[str]) -> tuple[str, ...]:
-  """The label names `names` of config's data set as a person reads them: ImageNet's WordNet IDs
-  with their English name, 'tabby (n02123045)'; other data sets' names unchanged."""
-  if entry(config).tfds_name != 'imagenet2012':
+  """The label names `names` of config's data set as a person reads them: IDs with their English
+  name, ImageNet's 'tabby (n02123045)'; the names of a data set without IDs unchanged."""
+  path = entry(config).english_names_file
+  if path is None:
     return tuple(names)
-  english = imagenet_english_names()
+  english = english_names(path)
   return tuple(f'{english[name]} ({name})' if name in english else name for name in names)
 
 
