@@ -39,9 +39,20 @@ class TrainState:
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
-                       image_shape: tuple[int, int, int]) -> TrainState:
+                       image_shape: tuple[int, int, int],
+                       learning_rate: jax.Array | None = None) -> TrainState:
+  """A fresh state: `model`'s parameters for [H, W, C] `image_shape` images, `tx`'s state.
+
+  `learning_rate` (a float32 scalar), when given, is the rate in the optimizer state instead of
+  the one `tx` was built with (its optax.inject_hyperparams state). Under jit it is then an
+  argument, not a constant of the program: runs that differ only in the rate (a sweep's grid)
+  share one compiled init.
+  """
   params = model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  opt_state = tx.init(params)
+  if learning_rate is not None:
+    opt_state.hyperparams['learning_rate'] = learning_rate
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], learning_rate: jax.Array,
@@ -328,12 +339,13 @@ def _start(config: ml_collections.ConfigDict, run: Workdir, ckpt: checkpoint.Che
            mesh: jax.sharding.Mesh, strategy: str,
            dataset: data.Dataset) -> tuple[resume.Start, TrainState]:
   """(where training starts, the shardings of the train state)."""
-  init = lambda key: create_train_state(model, tx, key, dataset.image_shape)
-  abstract_state = jax.eval_shape(init, init_key)
+  init = lambda key, lr: create_train_state(model, tx, key, dataset.image_shape, lr)
+  learning_rate = np.float32(config.learning_rate)
+  abstract_state = jax.eval_shape(init, init_key, learning_rate)
   shardings = parallel.state_shardings(mesh, abstract_state, model, strategy)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
-  fresh = lambda: jax.jit(init, out_shardings=shardings)(init_key)
+  fresh = lambda: jax.jit(init, out_shardings=shardings)(init_key, learning_rate)
   return (resume.restore(config, run, ckpt, abstract, fresh, tx.init, dataset.epoch_size),
           shardings)
 

@@ -159,6 +159,28 @@ def test_top_k_errors_against_hand_checked_case():
                              rtol=1e-5)
 
 
+def test_one_init_program_serves_every_learning_rate():
+  """The rate given to create_train_state is an argument of the jitted init, not a constant: a
+  sweep's grid of rates compiles one init. Built into `tx`, each rate makes its own program."""
+  config = tiny_config()
+  model = registry.create_model(config.model)
+  tx = optim.create_optimizer(config)
+  init = jax.jit(lambda key, lr: train.create_train_state(model, tx, key, (67, 67, 1), lr))
+  key = jax.random.key(0)
+  lowered = [init.lower(key, np.float32(lr)).as_text() for lr in (0.01, 0.02)]
+  assert lowered[0] == lowered[1]
+  state = init(key, np.float32(0.02))
+  assert state.opt_state.hyperparams['learning_rate'] == np.float32(0.02)
+  assert jax.typeof(state.opt_state.hyperparams['learning_rate']) == jax.typeof(
+      tx.init(state.params).hyperparams['learning_rate'])  # What a checkpoint holds.
+  built_in = []
+  for lr in (0.01, 0.02):
+    tx = optim.create_optimizer(registry.apply_overrides(config, {'learning_rate': lr}))
+    init = jax.jit(lambda key, tx=tx: train.create_train_state(model, tx, key, (67, 67, 1)))
+    built_in.append(init.lower(key).as_text())
+  assert built_in[0] != built_in[1]
+
+
 @pytest.mark.accelerator
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch():
   config = tiny_config()
