@@ -117,10 +117,12 @@ def _normal(std: float) -> Callable:
       lambda flat: jax.random.normal(key, flat, dtype) * jnp.asarray(std, dtype), shape)
 
 
-def _he_normal(key: Array, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
-  """He et al. 2015: N(0, 2 / fan_in), fan_in one tower's kh * kw * in (shape [towers, (kh, kw,)
-  in, out]), as jax's variance_scaling(2, 'fan_in', 'normal', batch_axis=(0,)) draws it."""
-  std = jnp.sqrt(jnp.array(2.0 / math.prod(shape[1:-1]), dtype))
+def _he_normal(key: Array, shape: Sequence[int], dtype: Any = jnp.float32,
+               summed_towers: int = 1) -> Array:
+  """He et al. 2015: N(0, 2 / fan_in), fan_in a unit's inputs: one tower's kh * kw * in (shape
+  [towers, (kh, kw,) in, out]) times `summed_towers`. As jax's variance_scaling(2 /
+  summed_towers, 'fan_in', 'normal', batch_axis=(0,)) draws it."""
+  std = jnp.sqrt(jnp.array(2.0 / (summed_towers * math.prod(shape[1:-1])), dtype))
   return _drawn_flat(lambda flat: jax.random.normal(key, flat, dtype), shape) * std
 
 
@@ -131,8 +133,9 @@ def _initializers(scheme: str, layer: str, summed_towers: int = 1) -> tuple[Call
   `summed_towers` for a layer that sums its towers' partial products (fc8 reads every tower).
   """
   std, bias = WEIGHT_INITS[scheme][layer]
-  if std is None:  # Fan-in of one tower's kernel: the tower axis (first) is a batch axis.
-    kernel_init = _he_normal
+  if std is None:  # The tower axis (first) is a batch axis: a unit reads its own tower(s).
+    kernel_init = lambda key, shape, dtype=jnp.float32: _he_normal(key, shape, dtype,
+                                                                   summed_towers)
   elif std == FAN_IN_UNIFORM:
     kernel_init = lambda key, shape, dtype=jnp.float32: _fan_in_uniform(
         key, shape, summed_towers * math.prod(shape[1:-1]))
