@@ -43,10 +43,12 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
                        learning_rate: jax.Array | None = None) -> TrainState:
   """A fresh state: `model`'s parameters for [H, W, C] `image_shape` images, `tx`'s state.
 
-  `learning_rate` (a float32 scalar), when given, is the rate in the optimizer state instead of
-  the one `tx` was built with (its optax.inject_hyperparams state). Under jit it is then an
-  argument, not a constant of the program: runs that differ only in the rate (a sweep's grid)
-  share one compiled init.
+  `learning_rate` (a float32 scalar, not weakly typed: the train step's input must keep one type),
+  when given, is the rate in the optimizer state instead of the one `tx` was built with (its
+  optax.inject_hyperparams state). Under jit it is then an argument, not a constant of the
+  program, so runs that differ only in the rate (a sweep's grid) lower to the same init: with
+  JAX's persistent compilation cache (the test suite's, or JAX_COMPILATION_CACHE_DIR) they
+  compile it once. Each run still traces its own.
   """
   params = model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))['params']
   opt_state = tx.init(params)
@@ -340,7 +342,7 @@ def _start(config: ml_collections.ConfigDict, run: Workdir, ckpt: checkpoint.Che
            dataset: data.Dataset) -> tuple[resume.Start, TrainState]:
   """(where training starts, the shardings of the train state)."""
   init = lambda key, lr: create_train_state(model, tx, key, dataset.image_shape, lr)
-  learning_rate = np.float32(config.learning_rate)
+  learning_rate = np.float32(config.learning_rate)  # As tx.init types it (see create_train_state).
   abstract_state = jax.eval_shape(init, init_key, learning_rate)
   shardings = parallel.state_shardings(mesh, abstract_state, model, strategy)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

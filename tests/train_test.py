@@ -167,10 +167,13 @@ def test_one_init_program_serves_every_learning_rate():
   tx = optim.create_optimizer(config)
   init = jax.jit(lambda key, lr: train.create_train_state(model, tx, key, (67, 67, 1), lr))
   key = jax.random.key(0)
-  lowered = [init.lower(key, np.float32(lr)).as_text() for lr in (0.01, 0.02)]
+  rates = (0.05, 0.07)  # Neither is the config's: the state must hold the argument.
+  assert config.learning_rate not in rates
+  lowered = [init.lower(key, np.float32(lr)).as_text() for lr in rates]
   assert lowered[0] == lowered[1]
-  state = init(key, np.float32(0.02))
-  assert state.opt_state.hyperparams['learning_rate'] == np.float32(0.02)
+  for lr in rates:
+    state = init(key, np.float32(lr))
+    assert state.opt_state.hyperparams['learning_rate'] == np.float32(lr)
   assert jax.typeof(state.opt_state.hyperparams['learning_rate']) == jax.typeof(
       tx.init(state.params).hyperparams['learning_rate'])  # What a checkpoint holds.
   built_in = []
@@ -179,6 +182,18 @@ def test_one_init_program_serves_every_learning_rate():
     init = jax.jit(lambda key, tx=tx: train.create_train_state(model, tx, key, (67, 67, 1)))
     built_in.append(init.lower(key).as_text())
   assert built_in[0] != built_in[1]
+
+
+def test_a_run_compiles_its_train_step_once(tmp_path, mock_fashion_mnist, monkeypatch):
+  """The fresh state's types are those of the state a step returns (the learning rate in the
+  optimizer state not weakly typed), so the second step reuses the first step's program."""
+  created = []
+  create_step_fns = train.create_step_fns
+  monkeypatch.setattr(train, 'create_step_fns',
+                      lambda *args: created.append(create_step_fns(*args)) or created[-1])
+  train.train_and_evaluate(tiny_config(num_train_steps=3, eval_every_steps=100), str(tmp_path))
+  p_train_step, _ = created[0]
+  assert p_train_step._cache_size() == 1  # pylint: disable=protected-access
 
 
 @pytest.mark.accelerator
