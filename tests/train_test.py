@@ -161,7 +161,8 @@ def test_top_k_errors_against_hand_checked_case():
 
 def test_one_init_program_serves_every_learning_rate():
   """The rate given to create_train_state is an argument of the jitted init, not a constant: a
-  sweep's grid of rates compiles one init. Built into `tx`, each rate makes its own program."""
+  sweep's grid of rates lowers to one init program (compiled once with the persistent cache).
+  Built into `tx`, each rate makes its own program."""
   config = tiny_config()
   model = registry.create_model(config.model)
   tx = optim.create_optimizer(config)
