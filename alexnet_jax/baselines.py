@@ -4,6 +4,7 @@ Like ``models.AlexNet``, every field is a config key (``config.model.<field>``) 
 are the source's.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alexnet_jax.models import ACTIVATIONS
+from alexnet_jax.models import ACTIVATIONS, drawn_flat, normal
 from alexnet_jax.parallel import Layout
 
 Array = jax.Array
@@ -21,6 +22,15 @@ def _check_activation(activation: str) -> None:
   if activation not in ACTIVATIONS:
     raise ValueError(f'activation={activation!r} is unknown; expected one of '
                      f'{", ".join(ACTIVATIONS)}.')
+
+
+def lecun_normal(key: Array, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
+  """flax's default kernel init (lecun_normal: a normal truncated at 2 std, variance 1 / fan_in,
+  fan_in every axis but the last), with its values, drawn flat and shaped (models.drawn_flat)."""
+  stddev = jnp.sqrt(jnp.array(1.0 / math.prod(shape[:-1]), dtype)) / jnp.array(
+      .87962566103423978, dtype)  # The std of a standard normal truncated to (-2, 2).
+  return drawn_flat(lambda flat: jax.random.truncated_normal(key, -2, 2, flat, dtype),
+                    shape) * stddev
 
 
 # Weight std per layer: `initW` of cuda-convnet's layers-conv-local-13pct.cfg (biases 0, the
@@ -44,7 +54,7 @@ class Conv(nn.Module):
   features: int
   kernel_size: int
   padding: int
-  kernel_init: Callable = nn.initializers.normal(0.01)
+  kernel_init: Callable = normal(0.01)
   dtype: Any = jnp.float32
   layout: Layout = Layout()
 
@@ -65,7 +75,7 @@ class LocallyConnected(nn.Module):
   """
   features: int
   kernel_size: int  # Odd: the padding (kernel_size // 2) keeps the map's size.
-  kernel_init: Callable = nn.initializers.normal(0.01)
+  kernel_init: Callable = normal(0.01)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -126,7 +136,7 @@ class SmallCNN(nn.Module):
   def __call__(self, images_BHWC: Array, *, train: bool = False) -> Array:
     del train  # Nothing differs between training and evaluation.
     act, dtype = ACTIVATIONS[self.activation], jnp.dtype(self.dtype)
-    init = lambda layer: nn.initializers.normal(CONV_LOCAL_INIT_STDS[layer])
+    init = lambda layer: normal(CONV_LOCAL_INIT_STDS[layer])
     x = images_BHWC.astype(dtype)
     for name, features in (('conv1', self.features[0]), ('conv2', self.features[1])):
       x = Conv(features, 5, 2, init(name), dtype, self.layout, name=name)(x)
@@ -168,12 +178,16 @@ class LeNet5(nn.Module):
     act, dtype = ACTIVATIONS[self.activation], jnp.dtype(self.dtype)
     pool = lambda x: nn.avg_pool(x, (2, 2), strides=(2, 2))
     x = images_BHWC.astype(dtype)
-    x = pool(act(nn.Conv(6, (5, 5), padding='VALID', dtype=dtype, name='conv1')(x)))
-    x = pool(act(nn.Conv(16, (5, 5), padding='VALID', dtype=dtype, name='conv2')(x)))
+    conv = lambda features, name: nn.Conv(features, (5, 5), padding='VALID', dtype=dtype,
+                                          kernel_init=lecun_normal, name=name)
+    dense = lambda features, name: nn.Dense(features, dtype=dtype, kernel_init=lecun_normal,
+                                            name=name)
+    x = pool(act(conv(6, 'conv1')(x)))
+    x = pool(act(conv(16, 'conv2')(x)))
     x = x.reshape(x.shape[0], -1)
-    x = act(nn.Dense(120, dtype=dtype, name='fc3')(x))
-    x = act(nn.Dense(84, dtype=dtype, name='fc4')(x))
-    return nn.Dense(self.num_classes, dtype=dtype, name='fc5')(x).astype(jnp.float32)
+    x = act(dense(120, 'fc3')(x))
+    x = act(dense(84, 'fc4')(x))
+    return dense(self.num_classes, 'fc5')(x).astype(jnp.float32)
 
   def min_input_size(self) -> int:
     return 32  # The 5x5 C5 of the paper needs the 32x32 input (a larger one works too).

@@ -102,18 +102,18 @@ def spatial_response_norm(x: Array, *, size: int = RNORM_SIZE, scale: float = RN
 # The weights are drawn as one flat array, then shaped. Under JAX's default (partitionable)
 # Threefry a draw numbers its elements in row-major order, so the values are those of a shaped
 # draw; but XLA on CPU compiles a draw of a 5-D kernel shape in ~3 s, a flat one in ~0.15 s.
-def _drawn_flat(draw: Callable[[tuple[int]], Array], shape: Sequence[int]) -> Array:
+def drawn_flat(draw: Callable[[tuple[int]], Array], shape: Sequence[int]) -> Array:
   return draw((math.prod(shape),)).reshape(shape)
 
 
 def _fan_in_uniform(key: Array, shape: Sequence[int], fan_in: int) -> Array:
   bound = 1.0 / math.sqrt(fan_in)
-  return _drawn_flat(lambda flat: jax.random.uniform(key, flat, jnp.float32, -bound, bound), shape)
+  return drawn_flat(lambda flat: jax.random.uniform(key, flat, jnp.float32, -bound, bound), shape)
 
 
-def _normal(std: float) -> Callable:
+def normal(std: float) -> Callable:
   """N(0, std), as nn.initializers.normal(std) draws it."""
-  return lambda key, shape, dtype=jnp.float32: _drawn_flat(
+  return lambda key, shape, dtype=jnp.float32: drawn_flat(
       lambda flat: jax.random.normal(key, flat, dtype) * jnp.asarray(std, dtype), shape)
 
 
@@ -123,7 +123,7 @@ def _he_normal(key: Array, shape: Sequence[int], dtype: Any = jnp.float32,
   [towers, (kh, kw,) in, out]) times `summed_towers`. As jax's variance_scaling(2 /
   summed_towers, 'fan_in', 'normal', batch_axis=(0,)) draws it."""
   std = jnp.sqrt(jnp.array(2.0 / (summed_towers * math.prod(shape[1:-1])), dtype))
-  return _drawn_flat(lambda flat: jax.random.normal(key, flat, dtype), shape) * std
+  return drawn_flat(lambda flat: jax.random.normal(key, flat, dtype), shape) * std
 
 
 def _initializers(scheme: str, layer: str, summed_towers: int = 1) -> tuple[Callable, Callable]:
@@ -140,7 +140,7 @@ def _initializers(scheme: str, layer: str, summed_towers: int = 1) -> tuple[Call
     kernel_init = lambda key, shape, dtype=jnp.float32: _fan_in_uniform(
         key, shape, summed_towers * math.prod(shape[1:-1]))
   else:
-    kernel_init = _normal(std)
+    kernel_init = normal(std)
   if bias == FAN_IN_UNIFORM:
     return kernel_init, _fan_in_uniform
   return kernel_init, _constant(bias)
@@ -162,7 +162,7 @@ class TowerConv(nn.Module):
   kernel_size: int
   stride: int = 1
   padding: int = 0
-  kernel_init: Callable = _normal(0.01)
+  kernel_init: Callable = normal(0.01)
   bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()
@@ -183,7 +183,7 @@ class TowerDense(nn.Module):
   """One dense layer per tower, ``features`` outputs each; a shared input feeds every tower."""
   towers: int
   features: int  # Per tower.
-  kernel_init: Callable = _normal(0.01)
+  kernel_init: Callable = normal(0.01)
   bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()
@@ -209,7 +209,7 @@ class TowerSumDense(nn.Module):
   """
   towers: int
   features: int
-  kernel_init: Callable = _normal(0.01)
+  kernel_init: Callable = normal(0.01)
   bias_init: Callable = _constant(0.0)  # (key, shape, fan_in) -> bias.
   dtype: Any = jnp.float32
   layout: Layout = Layout()

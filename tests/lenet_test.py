@@ -2,14 +2,26 @@
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from alexnet_jax import config_checks, metrics, registry
+from alexnet_jax import baselines, config_checks, metrics, registry
 from alexnet_jax.errors import UserError
 from configs import lenet5
 from tests.trained_helpers import train_tiny
+
+
+@pytest.mark.parametrize('shape', [(5, 5, 6, 16), (400, 120)], ids=['conv', 'dense'])
+def test_kernels_are_flax_default_init_drawn_flat(shape):
+  """The kernels are drawn flat and shaped (a fraction of the compile time): the values must be
+  flax's default lecun_normal's for the shaped draw, with the whole fan-in (5 * 5 * 6, 400)."""
+  key = jax.random.key(5)
+  drawn = lambda init: jax.jit(init, static_argnums=1)(key, shape)
+  np.testing.assert_array_equal(drawn(baselines.lecun_normal),
+                                drawn(nn.initializers.lecun_normal()))
 
 
 def test_parameter_count_matches_hand_arithmetic():
