@@ -117,12 +117,11 @@ def normal(std: float) -> Callable:
       lambda flat: jax.random.normal(key, flat, dtype) * jnp.asarray(std, dtype), shape)
 
 
-def _he_normal(key: Array, shape: Sequence[int], dtype: Any = jnp.float32,
-               summed_towers: int = 1) -> Array:
-  """He et al. 2015: N(0, 2 / fan_in), fan_in a unit's inputs: one tower's kh * kw * in (shape
-  [towers, (kh, kw,) in, out]) times `summed_towers`. As jax's variance_scaling(2 /
-  summed_towers, 'fan_in', 'normal', batch_axis=(0,)) draws it."""
-  std = jnp.sqrt(jnp.array(2.0 / (summed_towers * math.prod(shape[1:-1])), dtype))
+def _he_normal(key: Array, shape: Sequence[int], fan_in: int,
+               dtype: Any = jnp.float32) -> Array:
+  """He et al. 2015: N(0, 2 / fan_in), as jax's variance_scaling(2, 'fan_in', 'normal') draws it
+  for that fan-in."""
+  std = jnp.sqrt(jnp.array(2.0 / fan_in, dtype))
   return drawn_flat(lambda flat: jax.random.normal(key, flat, dtype), shape) * std
 
 
@@ -133,12 +132,12 @@ def _initializers(scheme: str, layer: str, summed_towers: int = 1) -> tuple[Call
   `summed_towers` for a layer that sums its towers' partial products (fc8 reads every tower).
   """
   std, bias = WEIGHT_INITS[scheme][layer]
-  if std is None:  # The tower axis (first) is a batch axis: a unit reads its own tower(s).
-    kernel_init = lambda key, shape, dtype=jnp.float32: _he_normal(key, shape, dtype,
-                                                                   summed_towers)
+  fan_in = lambda shape: summed_towers * math.prod(shape[1:-1])  # The tower axis is a batch axis.
+  if std is None:
+    kernel_init = lambda key, shape, dtype=jnp.float32: _he_normal(key, shape, fan_in(shape),
+                                                                   dtype)
   elif std == FAN_IN_UNIFORM:
-    kernel_init = lambda key, shape, dtype=jnp.float32: _fan_in_uniform(
-        key, shape, summed_towers * math.prod(shape[1:-1]))
+    kernel_init = lambda key, shape, dtype=jnp.float32: _fan_in_uniform(key, shape, fan_in(shape))
   else:
     kernel_init = normal(std)
   if bias == FAN_IN_UNIFORM:
