@@ -139,3 +139,12 @@ def test_tensorflow_on_a_gpu_before_it_could_be_hidden_is_a_warning(monkeypatch,
   with caplog.at_level(logging.WARNING):
     data.keep_tensorflow_off_accelerators()
   assert 'TensorFlow started on the GPU before it could be hidden' in caplog.text
+
+
+def test_pixel_mean_std_is_numpys_over_every_value():
+  assert fashion_mnist.pixel_mean_std(np.array([0, 255], np.uint8)) == (0.5, 0.5)  # Not ddof=1.
+  rng = np.random.default_rng(0)
+  images = (rng.beta(0.5, 2.0, (300, 28, 28, 1)) * 255).astype(np.uint8)  # Skewed, like clothes.
+  mean, std = fashion_mnist.pixel_mean_std(images)
+  np.testing.assert_allclose([mean, std], [images.mean(dtype=np.float64) / 255,
+                                           images.std(dtype=np.float64) / 255], rtol=1e-12)

