@@ -44,17 +44,25 @@ def reference_lrn(x: Array, *, k: float, n: int, alpha: float, beta: float) -> A
   return x * lax.pow(k + alpha * _window_sum(jnp.square(x), n), jnp.asarray(-beta, x.dtype))
 
 
+# oneDNN's NHWC LRN is fast only for whole blocks of 16 channels. The default config's conv1
+# towers have 24: oneDNN took 2.3 ns per value there against 0.85 ns at conv2's 64, and XLA's
+# loop (which also fuses the ReLU before it) made that config's training step 1.06-1.09x faster
+# (AMD EPYC, AVX-512; docs/performance.md). The paper's 48 and 128 stay on oneDNN (XLA: 0.98x).
+ONEDNN_LRN_CHANNEL_BLOCK = 16
+
+
 def fused_lrn(x: Array, k: float, n: int, alpha: float, beta: float) -> Array:
   """Paper §3.3 LRN over the last axis, x / (k + alpha * sum_{|j-i|<=n/2} x_j^2)^beta.
 
-  On oneDNN's kernels for NHWC input where available, else one fused XLA loop with the
-  hand-written gradient below. Raises ValueError for an even window `n` (the window must be
-  centred; AlexNet's config check allows odd n only).
+  On oneDNN's kernels for NHWC input with a multiple of ONEDNN_LRN_CHANNEL_BLOCK channels where
+  available, else one fused XLA loop with the hand-written gradient below. Raises ValueError for
+  an even window `n` (the window must be centred; AlexNet's config check allows odd n only).
   """
   if n % 2 == 0:
     raise ValueError(f'LRN window n={n} must be odd (centred on the channel).')
   # oneDNN 3.2 crashes building its NHWC LRN kernels for a window of 1: XLA takes that case.
   if (onednn.available() and x.ndim == 4 and n >= 3 and
+      x.shape[-1] % ONEDNN_LRN_CHANNEL_BLOCK == 0 and
       onednn.lrn_workspace_bytes(x.shape, n, alpha, beta, k, x.dtype) >= 0):
     return _onednn_lrn(x, k, n, alpha, beta)
   return _xla_lrn(x, k, n, alpha, beta)

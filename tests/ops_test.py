@@ -57,7 +57,7 @@ def _value_and_input_grad(fn, x, seed=1):
   return run(x)
 
 
-@pytest.mark.parametrize('shape', [(2, 5, 5, 7), (1, 3, 4, 16)])
+@pytest.mark.parametrize('shape', [(2, 5, 5, 7), (1, 3, 4, 16), (2, 3, 3, 32)])
 @pytest.mark.parametrize('beta', [0.75, 0.6])
 def test_fused_lrn_matches_reference(shape, beta, conv_backend):
   x = 3.0 * jax.random.normal(jax.random.key(0), shape)
@@ -67,7 +67,20 @@ def test_fused_lrn_matches_reference(shape, beta, conv_backend):
   for a, b in zip(fast, ref):
     _assert_close(a, b)
   lowered = jax.jit(lambda v: ops.fused_lrn(v, *params.values())).lower(x).as_text()
-  assert ('alexnet_jax_lrn_forward' in lowered) == (conv_backend == 'onednn')
+  assert ('alexnet_jax_lrn_forward' in lowered) == (conv_backend == 'onednn' and
+                                                    shape[-1] % 16 == 0)
+
+
+@pytest.mark.parametrize('channels, on_onednn', [(24, False), (48, True), (64, True)])
+def test_fused_lrn_runs_on_onednn_only_for_whole_blocks_of_channels(channels, on_onednn,
+                                                                      monkeypatch):
+  # The default config's conv1 towers (24) are faster on XLA's loop, the paper's (48) on oneDNN.
+  monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1')
+  on_cpu = jax.default_backend() == 'cpu'
+  assert onednn.available() == on_cpu, onednn.status()
+  x = jnp.zeros((2, 3, 3, channels))
+  lowered = jax.jit(lambda v: ops.fused_lrn(v, 2.0, 5, 1e-4, 0.75)).lower(x).as_text()
+  assert ('alexnet_jax_lrn_forward' in lowered) == (on_onednn and on_cpu)
 
 
 
