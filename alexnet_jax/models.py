@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from alexnet_jax.parallel import DTYPES, Layout
 
@@ -92,7 +93,9 @@ def _name(value: Any) -> str:
 def spatial_response_norm(x: Array, *, size: int = RNORM_SIZE, scale: float = RNORM_SCALE,
                           power: float = RNORM_POW, min_div: float = RNORM_MIN_DIV) -> Array:
   """cuda-convnet2's `rnorm` (same-map) normalization of NHWC `x`, per channel: see RNORM_*."""
-  squares = jax.lax.reduce_window(jnp.square(x), jnp.zeros((), x.dtype), jax.lax.add,
+  # A concrete (numpy) zero: a traced one under jit makes reduce_window the generic reduction,
+  # which JAX cannot differentiate ("Linearization failed").
+  squares = jax.lax.reduce_window(jnp.square(x), np.zeros((), x.dtype), jax.lax.add,
                                   (1, size, size, 1), (1, 1, 1, 1),
                                   ((0, 0), (size // 2, size - 1 - size // 2),
                                    (size // 2, size - 1 - size // 2), (0, 0)))

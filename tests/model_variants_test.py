@@ -42,6 +42,23 @@ def test_spatial_response_norm_is_cuda_convnet2s_rnorm():
   assert not np.allclose(shifted[:, :-1, :-1], got, rtol=1e-3)
 
 
+def test_spatial_response_norm_gradient_under_jit_is_torchs():
+  # The train step differentiates it under jit; torch's autograd of the same formula (avg_pool2d
+  # with the zero padding counted, as in CudaConvnet2AlexNet below) is the reference.
+  rng = np.random.default_rng(1)
+  x = rng.normal(0, 30, (2, 7, 9, 3)).astype(np.float32)
+  cotangent = rng.normal(0, 1, x.shape).astype(np.float32)
+  got = jax.jit(jax.grad(lambda v: (models.spatial_response_norm(v) * cotangent).sum()))(x)
+  x_NCHW = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+  squares = nn.functional.avg_pool2d(x_NCHW * x_NCHW, 5, stride=1, padding=2,
+                                     count_include_pad=True) * 25
+  normed = x_NCHW * (1.0 + 1e-3 / 25 * squares) ** -0.75
+  (normed * torch.tensor(cotangent.transpose(0, 3, 1, 2))).sum().backward()
+  expected = x_NCHW.grad.numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+  assert np.abs(cotangent - expected).max() > 1e-2 * np.abs(expected).max()  # The norm acts.
+
+
 class CudaConvnet2AlexNet(CaffeAlexNet):
   """The order of layers-imagenet-2gpu-model.cfg: conv1 -> LRN -> pool -> ReLU (lines 9-63);
   conv2 -> ReLU -> LRN -> rnorm -> pool (lines 65-133); LRN per tower with cuda-convnet2's
