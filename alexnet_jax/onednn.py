@@ -6,7 +6,9 @@ kernels compute the same sums several times faster (docs/performance.md has the 
 Max-pooling's and LRN's forwards keep oneDNN's workspace (for max-pooling, which tap won each
 window), so each backward is one oneDNN call. The kernels live in csrc/onednn_conv.cc, which
 `make setup` compiles against the oneDNN wheel (requirements.txt) into `_onednn_conv.so` next to
-this file. float32 and bfloat16 (all operands and results of one dtype) are supported. Without
+this file. float32 and bfloat16 (all operands and results of one dtype) are supported.
+`ops.fused_lrn` sends an LRN here only over whole blocks of 16 channels
+(`ops.ONEDNN_LRN_CHANNEL_BLOCK`; XLA's loop was faster for other counts). Without
 that library, or on another platform than the CPU, `ops.conv`, `ops.max_pool` and
 `ops.fused_lrn` keep XLA's own kernels: `status()` says which kernels run.
 
@@ -95,7 +97,8 @@ def enabled(use_onednn: bool):
 
 
 def available() -> bool:
-  """True when convolutions, max-pools and LRNs on the CPU backend go through oneDNN."""
+  """True when convolutions, max-pools and LRNs (over multiples of 16 channels) on the CPU
+  backend go through oneDNN."""
   return enabled_by_environment() and jax.default_backend() == 'cpu' and _register()
 
 
@@ -108,7 +111,7 @@ def status() -> str:
     return f'XLA kernels ({jax.default_backend()} backend)'
   if not _register():
     return f'XLA kernels ({_load_error})'
-  return 'oneDNN convolution, max-pool and LRN kernels'
+  return 'oneDNN convolution, max-pool and LRN (multiples of 16 channels) kernels'
 
 
 def _target(direction: str, dtype: str) -> str:

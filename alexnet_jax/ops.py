@@ -4,8 +4,9 @@ XLA:CPU runs the forward passes of these layers well but their automatic gradien
 transpose of LRN's padded window sum, max-pool's `select_and_scatter` and the weight gradient of
 conv1's strided 11x11 convolution each take several times their forward's time (measurements in
 docs/performance.md). The functions here compute exactly the same values and gradients in forms
-XLA:CPU fuses or runs as large matrix products; the convolutions, max-pools and LRNs go to
-oneDNN's kernels when that library is built (onednn.py). `tests/ops_test.py` checks them against
+XLA:CPU fuses or runs as large matrix products; the convolutions, max-pools and the LRNs over
+whole blocks of 16 channels (ONEDNN_LRN_CHANNEL_BLOCK) go to oneDNN's kernels when that library
+is built (onednn.py). `tests/ops_test.py` checks them against
 the straightforward path (plain `lax` ops differentiated by JAX).
 """
 
@@ -47,7 +48,10 @@ def reference_lrn(x: Array, *, k: float, n: int, alpha: float, beta: float) -> A
 # oneDNN's NHWC LRN is fast only for whole blocks of 16 channels. The default config's conv1
 # towers have 24: oneDNN took 2.3 ns per value there against 0.85 ns at conv2's 64, and XLA's
 # loop (which also fuses the ReLU before it) made that config's training step 1.06-1.09x faster
-# (AMD EPYC, AVX-512; docs/performance.md). The paper's 48 and 128 stay on oneDNN (XLA: 0.98x).
+# (AMD EPYC, AVX-512; docs/performance.md; the CIFAR-10 config's: no change, 0.97-1.03x). The
+# paper's 48 and 128 stay on oneDNN (XLA: 0.98x). Such counts are also where oneDNN's bfloat16
+# LRN backward goes wrong past the first 16 channels (0.16 of the largest gradient at 24 and 40;
+# tests/ops_test.py).
 ONEDNN_LRN_CHANNEL_BLOCK = 16
 
 

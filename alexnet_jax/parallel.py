@@ -33,7 +33,8 @@ from alexnet_jax import onednn, ops
 from alexnet_jax.errors import UserError
 
 # config.kernels: which kernels compute the layers.
-# 'cpu': oneDNN's convolutions, max-pools and LRNs where the library is built (else ops.py's
+# 'cpu': oneDNN's convolutions, max-pools and LRNs (over multiples of 16 channels; the others:
+#        XLA's fused loop) where the library is built (else ops.py's
 #        hand-written LRN / max-pool gradients and conv1's weight gradient as matrix products),
 #        conv1's towers merged into one convolution: each measured faster than XLA:CPU's own
 #        (docs/performance.md);
