@@ -145,6 +145,9 @@ def test_pixel_mean_std_is_numpys_over_every_value():
   assert fashion_mnist.pixel_mean_std(np.array([0, 255], np.uint8)) == (0.5, 0.5)  # Not ddof=1.
   rng = np.random.default_rng(0)
   images = (rng.beta(0.5, 2.0, (300, 28, 28, 1)) * 255).astype(np.uint8)  # Skewed, like clothes.
-  mean, std = fashion_mnist.pixel_mean_std(images)
-  np.testing.assert_allclose([mean, std], [images.mean(dtype=np.float64) / 255,
-                                           images.std(dtype=np.float64) / 255], rtol=1e-12)
+  expected = [images.mean(dtype=np.float64) / 255, images.std(dtype=np.float64) / 255]
+  for chunk in (1 << 20, 1000, 7):  # One chunk, several, a last partial one.
+    np.testing.assert_allclose(fashion_mnist.pixel_mean_std(images, chunk), expected, rtol=1e-12)
+  for wrong in (np.zeros((0, 28, 28, 1), np.uint8), images.astype(np.float32)):
+    with pytest.raises(ValueError, match='expected a non-empty uint8 array'):
+      fashion_mnist.pixel_mean_std(wrong)

@@ -159,12 +159,19 @@ def create_dataset(config: ml_collections.ConfigDict, process_index: int,
   )
 
 
-def pixel_mean_std(images_uint8: np.ndarray) -> tuple[float, float]:
-  """Mean and standard deviation of every value of uint8 `images_uint8` (any shape), in [0, 1]
-  units: `images.mean() / 255`, `images.std() / 255` (population std), computed in float64 from
-  the 256-bin histogram. numpy's float64 std over the training split's 47M values took 1.4 s of
-  each run's start; the histogram, 0.1 s."""
-  counts = np.bincount(images_uint8.reshape(-1), minlength=256)
+def pixel_mean_std(images_uint8: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float]:
+  """Mean and standard deviation of every value of uint8 `images_uint8` (any shape, non-empty),
+  in [0, 1] units: `images.mean() / 255` and `images.std() / 255` (population std), in float64
+  from the 256-bin histogram, counted `chunk` values at a time. On the training split's 47M
+  values, in a fresh process: 0.08 s; numpy's float64 mean and std took 0.86-0.91 s, as did one
+  `np.bincount` of the whole array (both fault in a 376 MB temporary). Raises ValueError for an
+  empty array or another dtype than uint8."""
+  if images_uint8.dtype != np.uint8 or images_uint8.size == 0:
+    raise ValueError(f'expected a non-empty uint8 array, got {images_uint8.dtype} of shape '
+                     f'{images_uint8.shape}.')
+  flat = images_uint8.reshape(-1)
+  counts = sum(np.bincount(flat[start:start + chunk], minlength=256)
+               for start in range(0, flat.size, chunk))
   values = np.arange(256, dtype=np.float64)
   mean = counts @ values / counts.sum()
   variance = counts @ (values - mean) ** 2 / counts.sum()
