@@ -4,6 +4,7 @@ Like ``models.AlexNet``, every field is a config key (``config.model.<field>``) 
 are the source's.
 """
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -148,7 +149,11 @@ class SmallCNN(nn.Module):
                     name='fc10')(x).astype(jnp.float32)
 
   def min_input_size(self) -> int:
-    return 1  # Padded convolutions and ceil-mode pools never empty a map.
+    """Smallest square input (pixels) whose maps stay non-empty: the padded convolutions and
+    local layers keep the side, each ceil-mode 3/2 pool takes n to ceil((n - 3) / 2) + 1, which
+    is 0 for n = 1 (ceil_max_pool)."""
+    pooled = lambda n: -(-(n - 3) // 2) + 1
+    return next(n for n in itertools.count(1) if pooled(pooled(n)) >= 1)
 
 
 class LeNet5(nn.Module):

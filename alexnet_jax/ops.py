@@ -50,8 +50,8 @@ def reference_lrn(x: Array, *, k: float, n: int, alpha: float, beta: float) -> A
 # loop (which also fuses the ReLU before it) made that config's training step 1.06-1.09x faster
 # (AMD EPYC, AVX-512; docs/performance.md; the CIFAR-10 config's: no change, 0.97-1.03x). The
 # paper's 48 and 128 stay on oneDNN (XLA: 0.98x). Such counts are also where oneDNN's bfloat16
-# LRN backward goes wrong past the first 16 channels (0.16 of the largest gradient at 24 and 40;
-# tests/ops_test.py).
+# LRN backward goes wrong, in the last 16 + (count mod 16) channels (all 24 of 24: 0.20 of the
+# largest gradient; 16-39 of 40: 0.15; tests/ops_test.py).
 ONEDNN_LRN_CHANNEL_BLOCK = 16
 
 

@@ -98,6 +98,17 @@ def test_cpu_kernels_give_xlas_gradients():
     np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * float(jnp.abs(a).max()))
 
 
+def test_smallest_input_keeps_every_map_non_empty():
+  model = baselines.SmallCNN(features=(4, 4, 4, 4), num_classes=3)
+  assert model.min_input_size() == 4  # 4 -> pools 2 -> 1; 3 -> 1 -> 0.
+  fc10_rows = lambda size: jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(
+      (1, size, size, 3)))['params']['fc10']['kernel'].shape[0]
+  assert fc10_rows(4) == 4 and fc10_rows(3) == 0  # 1x1x4 features, or none at all.
+  with pytest.raises(UserError, match='image_size'):
+    config_checks.validate(_small_cnn_config(**{'input.image_size': 3}))
+  config_checks.validate(_small_cnn_config(**{'input.image_size': 4}))
+
+
 def test_validation_checks_the_small_cnn_fields_not_alexnets():
   config_checks.validate(_small_cnn_config(**{'input.image_size': 28}))  # Too small for AlexNet.
   with pytest.raises(UserError, match='config.model.features'):
