@@ -9,9 +9,9 @@ window), so each backward is one oneDNN call. The kernels live in csrc/onednn_co
 this file. float32 and bfloat16 (all operands and results of one dtype) are supported.
 `ops.fused_lrn` sends an LRN here only over whole blocks of 16 channels
 (`ops.ONEDNN_LRN_CHANNEL_BLOCK`): at the default config's 24, XLA's loop was faster, and oneDNN's
-bfloat16 backward is wrong at such counts. Without
-that library, or on another platform than the CPU, `ops.conv`, `ops.max_pool` and
-`ops.fused_lrn` keep XLA's own kernels: `status()` says which kernels run.
+bfloat16 backward is wrong at such counts. Without that library, or on another platform than the
+CPU, `ops.conv`, `ops.max_pool` and `ops.fused_lrn` keep XLA's own kernels: `status()` says which
+kernels run.
 
 Set ALEXNET_JAX_ONEDNN=0 to use XLA's kernels even when the library is built.
 """

@@ -6,8 +6,8 @@ conv1's strided 11x11 convolution each take several times their forward's time (
 docs/performance.md). The functions here compute exactly the same values and gradients in forms
 XLA:CPU fuses or runs as large matrix products; the convolutions, max-pools and the LRNs over
 whole blocks of 16 channels (ONEDNN_LRN_CHANNEL_BLOCK) go to oneDNN's kernels when that library
-is built (onednn.py). `tests/ops_test.py` checks them against
-the straightforward path (plain `lax` ops differentiated by JAX).
+is built (onednn.py). `tests/ops_test.py` checks them against the straightforward path (plain
+`lax` ops differentiated by JAX).
 """
 
 import functools

@@ -34,8 +34,8 @@ from alexnet_jax.errors import UserError
 
 # config.kernels: which kernels compute the layers.
 # 'cpu': oneDNN's convolutions, max-pools and LRNs (over multiples of 16 channels; the others:
-#        XLA's fused loop) where the library is built (else ops.py's
-#        hand-written LRN / max-pool gradients and conv1's weight gradient as matrix products),
+#        XLA's fused loop) where the library is built (else ops.py's hand-written LRN / max-pool
+#        gradients and conv1's weight gradient as matrix products),
 #        conv1's towers merged into one convolution: each measured faster than XLA:CPU's own
 #        (docs/performance.md);
 # 'xla': plain lax ops differentiated by JAX (XLA's own fused kernels: GPU, TPU);

@@ -182,7 +182,7 @@ def test_conv_matches_reference(size, kernel_size, stride, padding, conv_backend
 
 def test_model_loss_gradients_agree_fast_vs_straightforward(conv_backend):
   config = default.get_config().model
-  # conv2's 16 channels per tower take oneDNN's LRN, conv1's 4 XLA's loop (ONEDNN_LRN_CHANNEL_BLOCK).
+  # conv2's 16 channels per tower take oneDNN's LRN, conv1's 4 XLA's loop (a block is 16).
   config.conv_features = (8, 32, 8, 8, 8)
   config.fc_features = (16, 16)
   config.num_classes = 5
