@@ -163,6 +163,7 @@ def test_max_pool_matches_reference_including_ties(window, stride, dtype, conv_b
     (7, 3, 1, 1),  # Stride 1 keeps XLA's gradient.
     (8, 5, 1, 2),  # conv2's geometry, small.
     (26, 11, 4, 0),  # The last window skips the last rows: oneDNN sees negative padding.
+    (1, 5, 1, 2),  # More padding than input: XLA's convolution (onednn.supports).
 ])
 def test_conv_matches_reference(size, kernel_size, stride, padding, conv_backend):
   keys = jax.random.split(jax.random.key(0), 3)
@@ -206,6 +207,22 @@ def test_model_loss_gradients_agree_fast_vs_straightforward(conv_backend):
   assert jax.tree.structure(fast_grads) == jax.tree.structure(ref_grads)
   for a, b in zip(jax.tree.leaves(fast_grads), jax.tree.leaves(ref_grads)):
     _assert_close(a, b, rtol=1e-4)
+
+
+@pytest.mark.parametrize('side, padding, on_onednn', [(1, 2, False), (2, 2, True), (3, 4, False),
+                                                      (4, 4, True)])
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_convolutions_with_more_padding_than_input_stay_off_onednn(side, padding, on_onednn,
+                                                                   dtype, monkeypatch):
+  # There oneDNN's convolution corrupted the heap (onednn.supports); at padding == side it did not.
+  monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1')
+  on_cpu = jax.default_backend() == 'cpu'
+  assert onednn.available() == on_cpu, onednn.status()
+  x = jnp.ones((2, side, side, 3), dtype)
+  kernel = jnp.ones((2 * padding + 1, 2 * padding + 1, 3, 8), dtype)
+  grad = jax.grad(lambda k: jnp.sum(ops.conv(x, k, 1, padding).astype(jnp.float32)))
+  lowered = jax.jit(grad).lower(kernel).as_text()
+  assert ('alexnet_jax_conv' in lowered) == (on_onednn and on_cpu)
 
 
 @pytest.mark.parametrize('kernel_size,stride,padding', [(11, 4, 0), (5, 1, 2)])
