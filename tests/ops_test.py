@@ -163,7 +163,7 @@ def test_max_pool_matches_reference_including_ties(window, stride, dtype, conv_b
     (7, 3, 1, 1),  # Stride 1 keeps XLA's gradient.
     (8, 5, 1, 2),  # conv2's geometry, small.
     (26, 11, 4, 0),  # The last window skips the last rows: oneDNN sees negative padding.
-    (1, 5, 1, 2),  # More padding than input: XLA's convolution (onednn.supports).
+    (1, 5, 1, 2),  # Kernel larger than the input: XLA's convolution (onednn.supports).
 ])
 def test_conv_matches_reference(size, kernel_size, stride, padding, conv_backend):
   keys = jax.random.split(jax.random.key(0), 3)
@@ -209,18 +209,25 @@ def test_model_loss_gradients_agree_fast_vs_straightforward(conv_backend):
     _assert_close(a, b, rtol=1e-4)
 
 
-@pytest.mark.parametrize('side, padding, on_onednn', [(1, 2, False), (2, 2, True), (3, 4, False),
-                                                      (4, 4, True)])
+@pytest.mark.parametrize('height, width, kernel_size, stride, padding, on_onednn', [
+    (1, 1, 5, 1, 2, False),  # Kernel larger than the input (oneDNN corrupted the heap).
+    (2, 2, 5, 1, 2, False),
+    (5, 1, 5, 1, 2, False),  # One side too small is enough.
+    (5, 7, 5, 1, 2, True),  # conv2's geometry on a small map.
+    (3, 3, 3, 1, 2, False),  # More than 'same' padding (heap corrupted).
+    (3, 3, 3, 1, 1, True),  # conv3-5 on the smallest map AlexNet allows.
+    (7, 7, 11, 4, 2, False),
+    (15, 15, 11, 4, 2, True),  # torchvision's conv1, small.
+])
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
-def test_convolutions_with_more_padding_than_input_stay_off_onednn(side, padding, on_onednn,
-                                                                   dtype, monkeypatch):
-  # There oneDNN's convolution corrupted the heap (onednn.supports); at padding == side it did not.
+def test_degenerate_convolutions_stay_off_onednn(height, width, kernel_size, stride, padding,
+                                                 on_onednn, dtype, monkeypatch):
   monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1')
   on_cpu = jax.default_backend() == 'cpu'
   assert onednn.available() == on_cpu, onednn.status()
-  x = jnp.ones((2, side, side, 3), dtype)
-  kernel = jnp.ones((2 * padding + 1, 2 * padding + 1, 3, 8), dtype)
-  grad = jax.grad(lambda k: jnp.sum(ops.conv(x, k, 1, padding).astype(jnp.float32)))
+  x = jnp.ones((2, height, width, 3), dtype)
+  kernel = jnp.ones((kernel_size, kernel_size, 3, 8), dtype)
+  grad = jax.grad(lambda k: jnp.sum(ops.conv(x, k, stride, padding).astype(jnp.float32)))
   lowered = jax.jit(grad).lower(kernel).as_text()
   assert ('alexnet_jax_conv' in lowered) == (on_onednn and on_cpu)
 
