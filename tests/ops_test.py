@@ -32,6 +32,15 @@ def conv_backend(request, monkeypatch):
   return request.param
 
 
+@pytest.fixture
+def onednn_requested(monkeypatch):
+  """ALEXNET_JAX_ONEDNN=1; True where oneDNN then runs (the CPU backend), for routing tests."""
+  monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1')
+  on_cpu = jax.default_backend() == 'cpu'
+  assert onednn.available() == on_cpu, onednn.status()
+  return on_cpu
+
+
 def test_onednn_kernels_are_built_where_the_wheel_exists():
   if jax.default_backend() != 'cpu':
     assert not onednn.available(), onednn.status()  # Never on an accelerator's arrays.
@@ -73,14 +82,11 @@ def test_fused_lrn_matches_reference(shape, beta, conv_backend):
 
 @pytest.mark.parametrize('channels, on_onednn', [(24, False), (48, True), (64, True)])
 def test_fused_lrn_runs_on_onednn_only_for_whole_blocks_of_channels(channels, on_onednn,
-                                                                      monkeypatch):
+                                                                      onednn_requested):
   # The default config's conv1 towers (24) are faster on XLA's loop, the paper's (48) on oneDNN.
-  monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1')
-  on_cpu = jax.default_backend() == 'cpu'
-  assert onednn.available() == on_cpu, onednn.status()
   x = jnp.zeros((2, 3, 3, channels))
   lowered = jax.jit(lambda v: ops.fused_lrn(v, 2.0, 5, 1e-4, 0.75)).lower(x).as_text()
-  assert ('alexnet_jax_lrn_forward' in lowered) == (on_onednn and on_cpu)
+  assert ('alexnet_jax_lrn_forward' in lowered) == (on_onednn and onednn_requested)
 
 
 
@@ -221,15 +227,12 @@ def test_model_loss_gradients_agree_fast_vs_straightforward(conv_backend):
 ])
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_degenerate_convolutions_stay_off_onednn(height, width, kernel_size, stride, padding,
-                                                 on_onednn, dtype, monkeypatch):
-  monkeypatch.setenv('ALEXNET_JAX_ONEDNN', '1')
-  on_cpu = jax.default_backend() == 'cpu'
-  assert onednn.available() == on_cpu, onednn.status()
+                                                 on_onednn, dtype, onednn_requested):
   x = jnp.ones((2, height, width, 3), dtype)
   kernel = jnp.ones((kernel_size, kernel_size, 3, 8), dtype)
   grad = jax.grad(lambda k: jnp.sum(ops.conv(x, k, stride, padding).astype(jnp.float32)))
   lowered = jax.jit(grad).lower(kernel).as_text()
-  assert ('alexnet_jax_conv' in lowered) == (on_onednn and on_cpu)
+  assert ('alexnet_jax_conv' in lowered) == (on_onednn and onednn_requested)
 
 
 @pytest.mark.parametrize('kernel_size,stride,padding', [(11, 4, 0), (5, 1, 2)])
